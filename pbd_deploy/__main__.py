@@ -1,0 +1,3 @@
+from pbd_deploy.cli import main
+
+main()

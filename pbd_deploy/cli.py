@@ -1,0 +1,302 @@
+"""`pbd-deploy`: parse options, call one library function, print the result. No logic here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from pbd_deploy.errors import PbdError
+
+
+def friendly(fn):
+    """Turn PbdError into one line on stderr and exit code 2; anything else is a bug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PbdError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+class RichProgress:
+    """A progress callback `(stage, done, total, **figures)` drawn as rich progress bars."""
+
+    def __enter__(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                             TextColumn("{task.fields[figures]}"), console=_console())
+        self.tasks = {}
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int, **figures):
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total, figures="")
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in figures.items() if k != "elapsed_s")
+        self.bars.update(self.tasks[stage], completed=done, total=total, figures=text)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pbd-deploy")
+@click.option("-v", "--verbose", is_flag=True, help="Log library messages to stderr.")
+def main(verbose):
+    """Progressive Block Drop for temporal action detection: train, compress, export, bench.
+
+    \b
+    Example (everything on the embedded synthetic default):
+      pbd-deploy quickstart
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--videos", default=60, show_default=True, help="Number of videos.")
+@click.option("--classes", default=5, show_default=True, help="Number of action classes.")
+@click.option("--like", type=click.Path(dir_okay=False), help="Copy timing from this ANN.json.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@friendly
+def synth(out, videos, classes, like, seed, force):
+    """Write a synthetic TAD benchmark (real .mp4 files + annotations.json) to OUT.
+
+    \b
+    Example:
+      pbd-deploy synth data/ --videos 60 --classes 5
+    """
+    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
+
+    config = SynthConfig(videos=videos, classes=classes, like=like, seed=seed)
+    with RichProgress() as progress:
+        path = make_synthetic(out, config, force=force,
+                              progress=lambda d, t: progress("synth", d, t))
+    click.echo(f"wrote {videos} videos and annotations.json to {path}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--num-classes", type=int, help="Number of classes (names class0..classK-1).")
+@click.option("--classes", help="Comma-separated class names.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@friendly
+def init(name, out, num_classes, classes, force):
+    """Write a freshly initialised model directory of the named architecture.
+
+    \b
+    Example:
+      pbd-deploy init videomae-s --out vs/ --num-classes 20
+    """
+    from pbd_deploy.models.registry import init_model_dir
+
+    path = init_model_dir(name, out, _class_names(num_classes, classes), force=force)
+    click.echo(f"wrote {name} to {path}")
+
+
+def _class_names(num_classes, classes) -> list[str]:
+    if classes:
+        return [c.strip() for c in classes.split(",") if c.strip()]
+    if not num_classes or num_classes < 1:
+        raise PbdError("give --num-classes K (K >= 1) or --classes a,b,c")
+    return [f"class{i}" for i in range(num_classes)]
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(), help="Dataset directory.")
+@click.option("--model", default="videomae-tiny", show_default=True,
+              help="Architecture name, or a model directory to fine-tune.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--epochs", default=12, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@friendly
+def train(data, model, out, epochs, batch_size, lr, ema, device, seed, force):
+    """Train a detector; the checkpoint with the best validation mAP is kept.
+
+    \b
+    Example:
+      pbd-deploy train --data data/ --model videomae-tiny --out base/
+    """
+    from pbd_deploy.train import TrainConfig, train_model_dir
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device,
+                         seed=seed)
+    with RichProgress() as progress:
+        summary = train_model_dir(data, model, out, config, force=force, progress=progress)
+    click.echo(f"best val average mAP {summary['best_val_mAP']:.4f} at epoch "
+               f"{summary['best_epoch']} ({summary['wall_s']:.0f} s); saved to {out}")
+
+
+@main.command(name="eval")
+@click.argument("model", type=click.Path())
+@click.option("--data", type=click.Path(), help="Dataset directory (to run a model).")
+@click.option("--annotations", type=click.Path(), help="ANN.json (to score a predictions file).")
+@click.option("--split", default="test", show_default=True, help="train, val or test.")
+@click.option("--thresholds", type=click.Choice(["thumos", "activitynet"]), default="thumos",
+              show_default=True, help="tIoU thresholds: 0.3:0.1:0.7 or 0.5:0.05:0.95.")
+@click.option("--save-predictions", type=click.Path(dir_okay=False),
+              help="Also write the detections in ActivityNet results format.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def evaluate(model, data, annotations, split, thresholds, save_predictions, device, as_json):
+    """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
+
+    \b
+    Examples:
+      pbd-deploy eval base/ --data data/ --split test
+      pbd-deploy eval preds.json --annotations data/annotations.json --split test --json
+    """
+    from pbd_deploy.eval.inference import evaluate_path
+
+    result = evaluate_path(model, data=data, annotations=annotations, split=split,
+                           thresholds=thresholds, device=device,
+                           save_predictions=save_predictions)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    for t, m in zip(result.thresholds, result.mAP):
+        click.echo(f"mAP@{t:.2f} = {100 * m:.2f}")
+    click.echo(f"average mAP = {100 * result.average_mAP:.2f}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def info(model, as_json):
+    """Architecture, kept blocks, parameters, MACs per window and history of a model.
+
+    \b
+    Example:
+      pbd-deploy info small/ --json
+    """
+    from pbd_deploy.models.info import model_info
+
+    data = model_info(model)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    _print_info(data)
+
+
+def _print_info(data: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{data['name']} ({data['path']})", show_header=False)
+    rows = [
+        ("mode", data["mode"]), ("classes", f"{len(data['classes'])}: {', '.join(data['classes'])}"),
+        ("width", data["width"]), ("depth", data["depth"]),
+        ("kept blocks", f"{len(data['kept_blocks'])}: {data['kept_blocks']}"),
+        ("params", f"{data['params'] / 1e6:.3f} M"),
+        ("MACs / window", f"{data['macs'] / 1e9:.3f} G (backbone {data['macs_backbone'] / 1e9:.3f} G,"
+                          f" head {data['macs_head'] / 1e9:.3f} G)"),
+        ("window", f"{data['input']['window']} {'frames' if data['mode'] == 'video' else 'steps'}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    for i, entry in enumerate(data["history"]):
+        figures = {k: v for k, v in entry.items() if k not in ("stage", "time", "config")}
+        table.add_row(f"history {i}: {entry['stage']}", f"{entry.get('time', '')} {figures}")
+    _console_out().print(table)
+
+
+def _console_out():
+    from rich.console import Console
+
+    return Console()
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--model", "name", required=True, help="Architecture of the checkpoint.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--num-classes", type=int, help="Classes of the (re-initialised) head.")
+@click.option("--classes", help="Comma-separated class names.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@friendly
+def convert(ckpt, name, out, num_classes, classes, force):
+    """Import OpenTAD/AdaTAD or HuggingFace VideoMAE weights into a model directory.
+
+    \b
+    Example:
+      pbd-deploy convert adatad_videomae_s.pth --model videomae-s --out vs/ --num-classes 20
+    """
+    from pbd_deploy.models.convert import convert_model_dir
+
+    conversion = convert_model_dir(ckpt, name, out, _class_names(num_classes, classes),
+                                   force=force)
+    click.echo(f"mapped {conversion.mapped} {conversion.source_format} tensors into {out}")
+    if conversion.skipped:
+        click.echo(f"skipped {len(conversion.skipped)} tensors outside the backbone (e.g. "
+                   f"{conversion.skipped[0]}); fine-tune the head with pbd-deploy train "
+                   f"--model {out}", err=True)
+
+
+@main.command()
+@click.option("--out", default="pbd-quickstart", show_default=True,
+              type=click.Path(file_okay=False), help="Working directory for data and models.")
+@click.option("--epochs", default=12, show_default=True)
+@click.option("--force", is_flag=True, help="Start over if --out exists.")
+@friendly
+def quickstart(out, epochs, force):
+    """Run the pipeline on the embedded default: synth, train videomae-tiny, eval on test.
+
+    \b
+    Example:
+      pbd-deploy quickstart --out pbd-quickstart/
+    """
+    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
+    from pbd_deploy.eval.inference import evaluate_path
+    from pbd_deploy.train import TrainConfig, train_model_dir
+
+    root = Path(out)
+    if root.exists() and not force:
+        raise PbdError(f"{root} already exists; pass --force to start over or choose --out")
+    with RichProgress() as progress:
+        data = make_synthetic(root / "data", SynthConfig(), force=True,
+                              progress=lambda d, t: progress("synth", d, t))
+        summary = train_model_dir(data, "videomae-tiny", root / "base", TrainConfig(epochs=epochs),
+                                  force=True, progress=progress)
+        result = evaluate_path(root / "base", data=data, split="test")
+    click.echo(f"trained videomae-tiny in {summary['wall_s']:.0f} s "
+               f"(best val average mAP {summary['best_val_mAP']:.4f})")
+    click.echo("test mAP@" + " ".join(f"{t:.1f}={100 * m:.2f}"
+                                      for t, m in zip(result.thresholds, result.mAP)))
+    click.echo(f"test average mAP = {100 * result.average_mAP:.2f}; model in {root / 'base'}")

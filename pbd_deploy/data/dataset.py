@@ -1,0 +1,113 @@
+"""A dataset directory seen through a model's input spec: windows in, targets out.
+
+Time conventions (shared with decoding in eval): a window starts at input step `s`
+(a frame, or a feature row covering `u` frames) and its head has `length` points, each
+covering `fpf` frames. Point coordinate x (x = 0 is the first point's centre) maps to
+    time = (s * u + (x + 0.5) * fpf) / fps.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pbd_deploy.data.annotations import Annotations, VideoInfo, load_annotations
+from pbd_deploy.data.features import load_features
+from pbd_deploy.data.sampling import crop_segments, sample_window
+from pbd_deploy.data.video import decode_video, normalize, take_window, window_starts
+from pbd_deploy.errors import PbdError
+from pbd_deploy.models.detector import DetectorConfig
+
+log = logging.getLogger(__name__)
+
+
+class TadDataset:
+    """Videos (or feature files) and annotations of DATA/, prepared for one model config.
+
+    Decoded inputs are cached in memory as uint8 frames (or float features), so each video
+    is decoded once per process.
+    """
+
+    def __init__(self, data_dir: str | Path, config: DetectorConfig):
+        self.root = Path(data_dir)
+        if not self.root.is_dir():
+            raise PbdError(f"dataset directory {self.root} does not exist")
+        self.annotations: Annotations = load_annotations(self.root / "annotations.json")
+        self.config = config
+        self.input = config.input
+        self.class_index = {name: i for i, name in enumerate(config.class_names)}
+        unknown = sorted(set(self.annotations.class_names) - set(self.class_index))
+        if unknown:
+            raise PbdError(
+                f"{self.root} has labels the model does not know: {unknown[:5]}; "
+                f"the model's classes are {config.class_names[:5]}..."
+            )
+        self._cache: dict[str, tuple[np.ndarray, float]] = {}
+
+    def split(self, role: str) -> list[VideoInfo]:
+        return self.annotations.split(role)
+
+    @property
+    def step_frames(self) -> float:
+        """Frames per input step: 1 for video, feature_stride for features."""
+        return self.input.feature_stride if self.input.mode == "features" else 1.0
+
+    def load(self, video: VideoInfo) -> tuple[np.ndarray, float]:
+        """The video's whole input, (T, H, W, 3) uint8 or (T, C) float32, and its fps."""
+        if video.video_id not in self._cache:
+            self._cache[video.video_id] = self._read(video)
+        return self._cache[video.video_id]
+
+    def _read(self, video: VideoInfo) -> tuple[np.ndarray, float]:
+        if self.input.mode == "features":
+            if not video.fps:
+                raise PbdError(f"{video.video_id}: feature mode needs 'fps' in annotations.json")
+            path = self.root / "features" / f"{video.video_id}.npy"
+            return load_features(path, self.input.feature_dim), float(video.fps)
+        path = self.root / "videos" / f"{video.video_id}.mp4"
+        return decode_video(path, fps=self.input.fps, size=self.input.resize, crop=self.input.crop)
+
+    def model_input(self, steps: np.ndarray) -> np.ndarray:
+        """A window of raw steps -> the model's input for one sample (no batch axis)."""
+        if self.input.mode == "features":
+            return np.ascontiguousarray(steps.T, dtype=np.float32)  # (C, T)
+        return normalize(steps, self.input.mean, self.input.std)  # (3, T, H, W)
+
+    def segments_in_steps(self, video: VideoInfo, fps: float) -> tuple[np.ndarray, np.ndarray]:
+        """Ground truth as (M, 2) input-step boundaries and (M,) class ids."""
+        segs = [(a.start, a.end) for a in video.annotations]
+        labels = [self.class_index[a.label] for a in video.annotations]
+        segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2) * fps / self.step_frames
+        return segs, np.asarray(labels, dtype=np.int64)
+
+    def training_window(self, video: VideoInfo, rng: np.random.Generator):
+        """A random window that keeps actions (ActionFormer-style truncation).
+
+        Returns:
+            (model input, segments (M, 2) in head points, labels (M,), valid points).
+        """
+        data, fps = self.load(video)
+        segs, labels = self.segments_in_steps(video, fps)
+        window = self.input.window
+        start = sample_window(len(data), segs, window, rng)
+        steps, valid = take_window(data, start, window)
+        segs, labels = crop_segments(segs, labels, start, window)
+        scale = self.config.head.length / window  # input steps -> head points
+        points = segs * scale - 0.5
+        return self.model_input(steps), points.astype(np.float32), labels, valid * scale
+
+    def sliding_windows(self, video: VideoInfo):
+        """Yield (start step, model input, valid head points) covering the whole video."""
+        data, _ = self.load(video)
+        window = self.input.window
+        scale = self.config.head.length / window
+        for start in window_starts(len(data), window, self.input.stride):
+            steps, valid = take_window(data, start, window)
+            yield start, self.model_input(steps), valid * scale
+
+    def points_to_seconds(self, points: np.ndarray, start: int, fps: float) -> np.ndarray:
+        """Head-point coordinates of a window starting at input step `start` -> seconds."""
+        fpf = self.config.frames_per_step
+        return (start * self.step_frames + (points + 0.5) * fpf) / fps

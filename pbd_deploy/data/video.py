@@ -1,0 +1,273 @@
+"""Decode videos with PyAV into uint8 frame arrays, cut model windows, write test videos."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import av
+import numpy as np
+
+from pbd_deploy.errors import PbdError
+
+log = logging.getLogger(__name__)
+
+# VideoMAE / ImageNet statistics in 0..255 units.
+VIDEOMAE_MEAN = (123.675, 116.28, 103.53)
+VIDEOMAE_STD = (58.395, 57.12, 57.375)
+
+# Timestamps are rationals turned into floats; this absorbs the rounding so a frame at
+# exactly an output instant counts as "at or before" it.
+_TIME_EPS = 1e-6
+
+
+def decode_video(
+    path: str | Path,
+    fps: float | None = None,
+    size: int | None = None,
+    crop: int | None = None,
+) -> tuple[np.ndarray, float]:
+    """Decode every frame of a video into RGB uint8.
+
+    Args:
+        path: the video file.
+        fps: resample to this rate by timestamps (each output instant takes the latest
+            frame at or before it); None keeps every decoded frame.
+        size: resize so the short side is `size` pixels (aspect kept); None keeps it.
+        crop: center-crop to `crop` x `crop` after resizing; None skips the crop.
+
+    Returns:
+        frames (T, H, W, 3) uint8 ((T, crop, crop, 3) with crop), and the frame rate.
+
+    Raises:
+        PbdError: missing file, undecodable file, or a crop larger than the frame.
+    """
+    for name, value in (("fps", fps), ("size", size), ("crop", crop)):
+        if value is not None and value <= 0:
+            raise PbdError(f"decode_video: {name} must be positive, got {value}")
+    path = Path(path)
+    if not path.is_file():
+        raise PbdError(f"video not found: {path} (check the path)")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise _undecodable(path, "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame+slice threads: several times faster
+            src_fps = _stream_fps(stream, path)
+            timed = _timed_frames(container.decode(stream), stream.time_base, src_fps)
+            picked = _resample(timed, fps, src_fps) if fps is not None else (f for f, _ in timed)
+            frames = _convert(picked, size, crop, path)
+    except PbdError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        # FFmpeg's message repeats the errno and path; its strerror alone is the reason.
+        raise _undecodable(path, getattr(exc, "strerror", None) or str(exc)) from None
+    if not len(frames):
+        raise _undecodable(path, "no frames decoded")
+    return frames, float(fps) if fps is not None else src_fps
+
+
+def normalize(
+    frames: np.ndarray,
+    mean: Sequence[float] = VIDEOMAE_MEAN,
+    std: Sequence[float] = VIDEOMAE_STD,
+) -> np.ndarray:
+    """Normalize uint8 RGB frames to the channels-first float input of a video model.
+
+    Args:
+        frames: (T, H, W, 3) uint8.
+        mean: per-channel mean in 0..255 units.
+        std: per-channel standard deviation in 0..255 units.
+
+    Returns:
+        (3, T, H, W) float32.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise PbdError(f"expected frames of shape (T, H, W, 3), got {frames.shape}")
+    m = np.asarray(mean, dtype=np.float32)
+    s = np.asarray(std, dtype=np.float32)
+    out = (frames.astype(np.float32) - m) / s  # (T, H, W, 3)
+    return np.ascontiguousarray(out.transpose(3, 0, 1, 2))  # (3, T, H, W)
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """Start frames of sliding windows that together cover every frame.
+
+    Windows step by `stride`; one more window aligned to the video end is added when
+    the regular steps stop short of it. A video shorter than a window gives [0].
+
+    Args:
+        num_frames: frames in the video.
+        window: frames per window.
+        stride: frames between consecutive starts; at most `window`.
+
+    Returns:
+        Increasing start frames.
+    """
+    if window <= 0 or stride <= 0:
+        raise PbdError(f"window ({window}) and stride ({stride}) must be positive")
+    if stride > window:
+        raise PbdError(f"stride {stride} > window {window} would skip frames; lower the stride")
+    if num_frames <= window:
+        return [0]
+    last = num_frames - window
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def take_window(frames: np.ndarray, start: int, window: int) -> tuple[np.ndarray, int]:
+    """Cut `window` frames from `start`, padding past the end by repeating the last frame.
+
+    Repeating the last frame (rather than black frames) keeps padded inputs within the
+    statistics the model was trained on; callers mask by the valid count. Works on any
+    array whose first axis is time, e.g. (T, H, W, 3) frames or (T, C) features.
+
+    Args:
+        frames: (T, ...) array.
+        start: first frame, 0 <= start < T.
+        window: frames to return.
+
+    Returns:
+        ((window, ...) array, number of valid, non-padded frames).
+    """
+    total = len(frames)
+    if not 0 <= start < total:
+        raise PbdError(f"window start {start} outside the video's {total} frames")
+    chunk = frames[start : start + window]
+    valid = len(chunk)
+    if valid < window:
+        pad = np.repeat(chunk[-1:], window - valid, axis=0)
+        chunk = np.concatenate([chunk, pad], axis=0)
+    return chunk, valid
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264") -> None:
+    """Write RGB frames to an .mp4 (yuv420p), atomically.
+
+    yuv420p needs even dimensions, so an odd height or width gets its last row or
+    column repeated once. The file appears under its final name only when complete.
+
+    Args:
+        path: the output file.
+        frames: (T, H, W, 3) uint8.
+        fps: frame rate.
+        codec: encoder; falls back to "mpeg4" when it is not available in this FFmpeg.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise PbdError(
+            f"write_video needs non-empty (T, H, W, 3) uint8 frames, "
+            f"got {frames.shape} {frames.dtype}"
+        )
+    if not fps > 0:
+        raise PbdError(f"write_video: fps must be positive, got {fps}")
+    if codec not in av.codecs_available:
+        log.info("codec %s not available in this FFmpeg build; using mpeg4", codec)
+        codec = "mpeg4"
+    frames = _pad_even(frames)
+    path = Path(path)
+    # Same directory, so os.replace is an atomic rename; created by FFmpeg so the file
+    # gets the usual umask permissions (mkstemp would make it owner-only).
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        _encode(tmp, frames, fps, codec)
+        os.replace(tmp, path)
+    except (av.FFmpegError, OSError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise PbdError(f"cannot write video {path}: {reason} (check the output folder)") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _undecodable(path: Path, reason: str) -> PbdError:
+    return PbdError(f"cannot decode video {path}: {reason} (re-encode it or remove it)")
+
+
+def _stream_fps(stream, path: Path) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate:
+        raise _undecodable(path, "the stream has no frame rate")
+    return float(rate)
+
+
+def _timed_frames(frames, time_base, src_fps: float) -> Iterator[tuple[object, float]]:
+    # Times relative to the first frame, so streams starting at a nonzero pts line up
+    # with output instant 0. Frames without a pts get one from their index.
+    origin = None
+    for i, frame in enumerate(frames):
+        t = float(frame.pts * time_base) if frame.pts is not None else i / src_fps
+        origin = t if origin is None else origin
+        yield frame, t - origin
+
+
+def _resample(timed: Iterator[tuple[object, float]], fps: float, src_fps: float):
+    # Streaming, so only the frames actually emitted get converted to RGB arrays.
+    step = 1.0 / fps
+    k = 0
+    prev, prev_t = None, 0.0
+    for frame, t in timed:
+        while prev is not None and k * step + _TIME_EPS < t:
+            yield prev
+            k += 1
+        prev, prev_t = frame, t
+    if prev is None:
+        return
+    end = prev_t + 1.0 / src_fps  # the last frame lasts one source frame period
+    while k * step + _TIME_EPS < end:
+        yield prev
+        k += 1
+
+
+def _to_rgb(frame, size: int | None, crop: int | None, path: Path) -> np.ndarray:
+    width, height = frame.width, frame.height
+    if size:
+        scale = size / min(width, height)
+        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+    rgb = frame.to_ndarray(width=width, height=height, format="rgb24")  # (H, W, 3) uint8
+    if not crop:
+        return rgb
+    if crop > height or crop > width:
+        raise PbdError(
+            f"crop {crop} is larger than the {width}x{height} frames of {path}; set size >= {crop}"
+        )
+    top, left = (height - crop) // 2, (width - crop) // 2
+    return rgb[top : top + crop, left : left + crop]
+
+
+def _convert(picked, size: int | None, crop: int | None, path: Path) -> np.ndarray:
+    # Upsampling yields the same source frame several times in a row; convert it once.
+    arrays: list[np.ndarray] = []
+    last_frame = None
+    for frame in picked:
+        if frame is not last_frame:
+            rgb = _to_rgb(frame, size, crop, path)  # (H, W, 3) uint8
+            last_frame = frame
+        arrays.append(rgb)
+    return np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8)  # (T, H, W, 3)
+
+
+def _pad_even(frames: np.ndarray) -> np.ndarray:
+    _, h, w, _ = frames.shape
+    pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
+    return np.pad(frames, pad, mode="edge") if h % 2 or w % 2 else frames
+
+
+def _encode(tmp: str, frames: np.ndarray, fps: float, codec: str) -> None:
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(tmp, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for rgb in frames:  # (H, W, 3) uint8
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -1,0 +1,116 @@
+"""Run a torch detector over a dataset split and score it with the ActivityNet protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pbd_deploy.data.annotations import VideoInfo, ground_truth, load_annotations
+from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.errors import PbdError
+from pbd_deploy.eval.metrics import (
+    ACTIVITYNET_THRESHOLDS,
+    THUMOS_THRESHOLDS,
+    DetectionResult,
+    evaluate_detections,
+    load_predictions,
+)
+from pbd_deploy.eval.metrics import save_predictions as save_predictions_file
+from pbd_deploy.eval.postprocess import (
+    PostprocessConfig,
+    detections_to_dicts,
+    postprocess,
+    select_topk,
+)
+from pbd_deploy.models.io import load_model
+
+Progress = Callable[..., None]
+
+
+def window_candidates(scores, segments, positions, valid_points, to_seconds, duration, config):
+    """Candidates of one window, in seconds, before NMS.
+
+    Args:
+        scores: (N, K) probabilities; segments: (N, 2) in head points; positions: (N,).
+        valid_points: points of the window that hold real (not padded) input.
+        to_seconds: maps head-point coordinates to seconds for this window.
+    """
+    keep = positions < valid_points
+    secs = np.clip(to_seconds(segments[keep]), 0.0, duration)
+    return select_topk(scores[keep], secs, config)
+
+
+def detect_video(model, dataset: TadDataset, video: VideoInfo, config: PostprocessConfig,
+                 batch_size: int = 8, device: str = "cpu") -> list[dict]:
+    """Detections of one video: sliding windows, per-window top-k, then per-class NMS."""
+    _, fps = dataset.load(video)
+    positions = model.positions.cpu().numpy()
+    windows = list(dataset.sliding_windows(video))
+    parts = []
+    for i in range(0, len(windows), batch_size):
+        batch = windows[i:i + batch_size]
+        x = torch.from_numpy(np.stack([w[1] for w in batch])).to(device)
+        with torch.no_grad():
+            scores, segments = model.predict(x)
+        for (start, _, valid), sc, sg in zip(batch, scores.cpu().numpy(), segments.cpu().numpy()):
+            to_sec = lambda p, s=start: dataset.points_to_seconds(p, s, fps)  # noqa: E731
+            parts.append(window_candidates(sc, sg, positions, valid, to_sec, video.duration, config))
+    segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
+    dets = postprocess(segs, scs, labels, config)
+    return detections_to_dicts(*dets, dataset.config.class_names)
+
+
+def predict_split(model, dataset: TadDataset, role: str, config: PostprocessConfig | None = None,
+                  device: str = "cpu", progress: Progress | None = None) -> dict[str, list[dict]]:
+    """Detections for every video of a split: {video_id: [{label, segment, score}]}."""
+    config = config or PostprocessConfig()
+    videos = dataset.split(role)
+    model = model.to(device).eval()
+    out = {}
+    for i, video in enumerate(videos):
+        out[video.video_id] = detect_video(model, dataset, video, config, device=device)
+        if progress:
+            progress("eval", i + 1, len(videos))
+    return out
+
+
+def evaluate_model(model, dataset: TadDataset, role: str = "test",
+                   config: PostprocessConfig | None = None, thresholds=THUMOS_THRESHOLDS,
+                   device: str = "cpu", progress: Progress | None = None,
+                   ) -> tuple[DetectionResult, dict[str, list[dict]]]:
+    """mAP of `model` on one split of `dataset`, and the predictions it was computed from."""
+    predictions = predict_split(model, dataset, role, config, device, progress)
+    result = evaluate_detections(ground_truth(dataset.split(role)), predictions, thresholds)
+    return result, predictions
+
+
+def evaluate_path(model, data=None, annotations=None, split: str = "test",
+                  thresholds: str = "thumos", device: str = "cpu", save_predictions=None,
+                  progress: Progress | None = None) -> DetectionResult:
+    """`pbd-deploy eval`: score a model directory on DATA, or a predictions file on ANN.json."""
+    levels = {"thumos": THUMOS_THRESHOLDS, "activitynet": ACTIVITYNET_THRESHOLDS}[thresholds]
+    path = Path(model)
+    if path.is_dir():
+        if not data:
+            raise PbdError("evaluating a model needs --data DATA")
+        detector = load_model(path, device)
+        result, predictions = evaluate_model(detector, TadDataset(data, detector.config), split,
+                                             thresholds=levels, device=device, progress=progress)
+    elif path.suffix == ".json":
+        if not annotations:
+            raise PbdError("scoring a predictions file needs --annotations ANN.json")
+        predictions = load_predictions(path)
+        videos = load_annotations(annotations).split(split)
+        wanted = {v.video_id for v in videos}
+        predictions = {k: v for k, v in predictions.items() if k in wanted}
+        result = evaluate_detections(ground_truth(videos), predictions, levels)
+    elif not path.exists():
+        raise PbdError(f"{path} does not exist")
+    else:
+        raise PbdError(f"cannot evaluate {path}: expected a model directory or a predictions .json")
+    if save_predictions:
+        save_predictions_file(predictions, save_predictions)
+    return result

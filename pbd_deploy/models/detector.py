@@ -1,0 +1,162 @@
+"""The detector: optional VideoMAE backbone + ActionFormer head, and its configuration.
+
+`DetectorConfig` is what `config.json` in a model directory holds: the input spec, the
+architecture (including the kept block indices and widths after compression), the class
+names and the history of every stage that produced the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pbd_deploy.errors import PbdError
+from pbd_deploy.models.actionformer import ActionFormerHead, HeadConfig, decode_segments, point_grid
+from pbd_deploy.models.vit import BackboneConfig, VideoMAEBackbone, init_weights
+
+VIDEOMAE_MEAN = (123.675, 116.28, 103.53)
+VIDEOMAE_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class InputConfig:
+    """What one model window is made of.
+
+    In video mode a window is `window` frames sampled at `fps`, resized (short side) to
+    `resize` and centre-cropped to `crop`. In feature mode it is `window` rows of a
+    pre-extracted (T, feature_dim) array, each row covering `feature_stride` frames.
+    """
+
+    mode: str = "video"
+    window: int = 768
+    stride: int | None = None  # sliding-window stride at inference; default 3/4 of the window
+    fps: float | None = None  # resample videos to this rate; None keeps each file's rate
+    resize: int = 160
+    crop: int = 160
+    mean: tuple[float, float, float] = VIDEOMAE_MEAN
+    std: tuple[float, float, float] = VIDEOMAE_STD
+    feature_dim: int | None = None
+    feature_stride: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in ("video", "features"):
+            raise PbdError(f"input mode must be 'video' or 'features', not {self.mode!r}")
+        if self.mode == "features" and not self.feature_dim:
+            raise PbdError("feature mode needs input.feature_dim")
+        if self.stride is None:
+            self.stride = max(1, self.window * 3 // 4)
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+
+    @property
+    def window_frames(self) -> float:
+        """Frames covered by one window."""
+        return self.window * (self.feature_stride if self.mode == "features" else 1)
+
+
+@dataclass
+class DetectorConfig:
+    """Everything needed to rebuild a detector without the script that made it."""
+
+    name: str
+    class_names: list[str]
+    input: InputConfig = field(default_factory=InputConfig)
+    backbone: BackboneConfig | None = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    history: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.class_names:
+            raise PbdError("a detector needs at least one class name")
+        if (self.backbone is None) != (self.input.mode == "features"):
+            raise PbdError("feature-mode models have no backbone; video-mode models need one")
+
+    @property
+    def frames_per_step(self) -> float:
+        """Frames covered by one point of the head's finest level."""
+        return self.input.window_frames / self.head.length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DetectorConfig":
+        """Rebuild from `to_dict()` output; unknown or wrong fields raise PbdError."""
+        try:
+            return cls(
+                name=data["name"],
+                class_names=list(data["class_names"]),
+                input=_build(InputConfig, data.get("input", {})),
+                backbone=_build(BackboneConfig, data["backbone"]) if data.get("backbone") else None,
+                head=_build(HeadConfig, data.get("head", {})),
+                history=list(data.get("history", [])),
+            )
+        except KeyError as exc:
+            raise PbdError(f"model config is missing {exc}") from None
+
+
+def _build(cls, data: dict):
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise PbdError(f"unknown {cls.__name__} fields {sorted(unknown)} in model config")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise PbdError(f"bad {cls.__name__} in model config: {exc}") from None
+
+
+class Detector(nn.Module):
+    """Temporal action detector: frames (B, 3, T, H, W) or features (B, C, T) -> per-point outputs."""
+
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = VideoMAEBackbone(config.backbone) if config.backbone else None
+        self.head = ActionFormerHead(config.head, len(config.class_names))
+        positions, _, _ = point_grid(config.head)
+        self.register_buffer("positions", positions, persistent=False)  # (N,)
+        if self.backbone is not None:
+            init_weights(self.backbone)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.config.class_names)
+
+    def features(self, x: torch.Tensor, return_blocks: bool = False):
+        """Head input (B, C, length) from frames or features, plus block outputs if asked."""
+        blocks = []
+        if self.backbone is not None:
+            x = self.backbone(x, return_blocks=return_blocks)
+            if return_blocks:
+                x, blocks = x
+        length = self.config.head.length
+        if x.shape[-1] != length:
+            x = F.interpolate(x, size=length, mode="linear", align_corners=False)
+        return (x, blocks) if return_blocks else x
+
+    def forward(self, x: torch.Tensor, return_blocks: bool = False):
+        """Raw outputs over all levels: logits (B, N, K), offsets (B, N, 2) in level-0 steps.
+
+        With `return_blocks`, also the list of every kept backbone block's output tokens.
+        """
+        feats = self.features(x, return_blocks)
+        if return_blocks:
+            feats, blocks = feats
+        logits, offsets = self.head(feats)
+        out = (torch.cat(logits, 1), torch.cat(offsets, 1))
+        return (*out, blocks) if return_blocks else out
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (B, N, K) and segments (B, N, 2) in level-0 steps of the window."""
+        logits, offsets = self(x)
+        return torch.sigmoid(logits), decode_segments(self.positions, offsets)
+
+    def example_input(self, batch: int = 1, device=None) -> torch.Tensor:
+        """A zero input of the configured window shape."""
+        inp = self.config.input
+        if self.backbone is None:
+            return torch.zeros(batch, inp.feature_dim, inp.window, device=device)
+        return torch.zeros(batch, 3, inp.window, inp.crop, inp.crop, device=device)

@@ -1,0 +1,178 @@
+"""Supervised training of a detector: AdamW, warm-up + cosine, clipping, optional EMA.
+
+The checkpoint kept is the one with the best average mAP on the validation split; the
+test split is never looked at.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.errors import PbdError
+from pbd_deploy.eval.inference import Progress, evaluate_model
+from pbd_deploy.models.actionformer import assign_targets, detection_loss, point_grid
+from pbd_deploy.models.detector import Detector
+from pbd_deploy.models.io import add_history, load_model, prepare_output, save_model
+from pbd_deploy.models.registry import model_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Options of `pbd-deploy train` (one field per command-line option)."""
+
+    epochs: int = 12
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    clip_grad: float = 1.0
+    ema: bool = False
+    ema_decay: float = 0.999
+    windows_per_video: int = 4
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "windows_per_video"):
+            if getattr(self, name) < 1:
+                raise PbdError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lr <= 0:
+            raise PbdError("--lr must be positive")
+        check_device(self.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work starts."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PbdError(f"--device {device} requested but no CUDA GPU is available; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise PbdError(f"unknown --device {device!r}; use cpu or cuda[:N]")
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Batcher:
+    """Turns sampled windows into (inputs, class targets, offset targets, valid mask)."""
+
+    def __init__(self, model: Detector, dataset: TadDataset):
+        self.model, self.dataset = model, dataset
+        self.grid = point_grid(model.config.head)
+
+    def make(self, samples) -> tuple[torch.Tensor, ...]:
+        xs, cls_t, reg_t, valid = [], [], [], []
+        for x, segs, labels, valid_points in samples:
+            cls, reg = assign_targets(torch.from_numpy(segs), torch.from_numpy(labels),
+                                      self.model.num_classes, self.model.config.head, self.grid)
+            xs.append(torch.from_numpy(x))
+            cls_t.append(cls)
+            reg_t.append(reg)
+            valid.append(self.grid[0] < valid_points)
+        return torch.stack(xs), torch.stack(cls_t), torch.stack(reg_t), torch.stack(valid)
+
+
+def epoch_samples(dataset: TadDataset, config: TrainConfig, rng: np.random.Generator):
+    """The shuffled training windows of one epoch."""
+    videos = dataset.split("train") * config.windows_per_video
+    order = rng.permutation(len(videos))
+    return [dataset.training_window(videos[i], rng) for i in order]
+
+
+def train(model: Detector, dataset: TadDataset, config: TrainConfig,
+          progress: Progress | None = None) -> tuple[Detector, dict]:
+    """Train `model` on the train split; return the best-on-val copy and a summary."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = config.device
+    dataset.split("val")  # fail now, not after an epoch, when there is no validation split
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema else None
+    batcher = Batcher(model, dataset)
+    steps_per_epoch = math.ceil(len(dataset.split("train")) * config.windows_per_video / config.batch_size)
+    total, warmup = steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)
+    best = {"val_mAP": -1.0, "epoch": 0, "state": None}
+    epochs, step, started = [], 0, time.time()
+    for epoch in range(1, config.epochs + 1):
+        samples = epoch_samples(dataset, config, rng)
+        sums = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
+        model.train()
+        for i in range(0, len(samples), config.batch_size):
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(step, total, warmup)
+            x, cls_t, reg_t, valid = (t.to(device) for t in batcher.make(samples[i:i + config.batch_size]))
+            logits, offsets = model(x)
+            losses = detection_loss(logits, offsets, cls_t, reg_t, valid)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            step += 1
+            for k in sums:
+                sums[k] += losses[k].item()
+            if progress:
+                progress("train", step, total, epoch=epoch, loss=losses["loss"].item())
+        scored = ema.module if ema is not None else model
+        result, _ = evaluate_model(scored, dataset, "val", device=device)
+        record = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()},
+                  "val_mAP": result.average_mAP, "elapsed_s": time.time() - started}
+        epochs.append(record)
+        log.info("epoch %d: %s", epoch, record)
+        if progress:
+            progress("epoch", epoch, config.epochs, **record)
+        if result.average_mAP > best["val_mAP"]:
+            best = {"val_mAP": result.average_mAP, "epoch": epoch,
+                    "state": copy.deepcopy(scored.state_dict())}
+    model.load_state_dict(best["state"])
+    summary = {"best_epoch": best["epoch"], "best_val_mAP": best["val_mAP"], "epochs": epochs,
+               "wall_s": time.time() - started, "config": config.to_dict()}
+    return model.eval(), summary
+
+
+def train_model_dir(data_dir, model: str, out_dir, config: TrainConfig, force: bool = False,
+                    progress: Progress | None = None) -> dict:
+    """`pbd-deploy train`: build (or load) a model, train it on DATA, save it to `out_dir`.
+
+    Args:
+        model: a registry name (e.g. "videomae-tiny") or an existing model directory to
+            fine-tune (e.g. one written by `convert`).
+    Returns:
+        The training summary (also stored in the model's history and `train_log.json`).
+    """
+    prepare_output(out_dir, force)
+    if Path(model).is_dir():
+        detector = load_model(model)
+    else:
+        classes = load_annotations(Path(data_dir) / "annotations.json").class_names
+        detector = Detector(model_config(model, classes))
+    dataset = TadDataset(data_dir, detector.config)
+    detector, summary = train(detector, dataset, config, progress)
+    add_history(detector, "train", data=str(data_dir), best_epoch=summary["best_epoch"],
+                val_mAP=summary["best_val_mAP"], wall_s=round(summary["wall_s"], 1),
+                config=config.to_dict())
+    save_model(detector, out_dir, force, extra={"train_log.json": json.dumps(summary, indent=2)})
+    return summary
