@@ -10,7 +10,9 @@ from pathlib import Path
 
 import click
 
+from pbd_deploy.data.synthetic import SynthConfig
 from pbd_deploy.errors import PbdError
+from pbd_deploy.train import TrainConfig
 
 
 def friendly(fn):
@@ -34,6 +36,15 @@ class RichProgress:
     """A progress callback `(stage, done, total, **figures)` drawn as rich progress bars."""
 
     def __enter__(self):
+        self.bars, self.tasks = None, {}
+        return self
+
+    def __exit__(self, *exc):
+        if self.bars is not None:
+            self.bars.__exit__(*exc)
+
+    def _start(self):
+        # Started on the first report, so an error before any work prints only its one line.
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -46,14 +57,11 @@ class RichProgress:
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                              TextColumn("{task.fields[figures]}"), console=_console())
-        self.tasks = {}
         self.bars.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.bars.__exit__(*exc)
 
     def __call__(self, stage: str, done: int, total: int, **figures):
+        if self.bars is None:
+            self._start()
         if stage not in self.tasks:
             self.tasks[stage] = self.bars.add_task(stage, total=total, figures="")
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -65,6 +73,12 @@ def _console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+PAST_END = click.option(
+    "--past-end", type=click.Choice(["error", "keep", "drop"]), default="error",
+    show_default=True, help="Segments ending after their video (THUMOS14 has 30): refuse, "
+    "keep (undetectable misses) or drop them.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,8 +97,9 @@ def main(verbose):
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--videos", default=60, show_default=True, help="Number of videos.")
-@click.option("--classes", default=5, show_default=True, help="Number of action classes.")
+@click.option("--videos", default=SynthConfig.videos, show_default=True, help="Number of videos.")
+@click.option("--classes", default=SynthConfig.classes, show_default=True,
+              help="Number of action classes.")
 @click.option("--like", type=click.Path(dir_okay=False), help="Copy timing from this ANN.json.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
@@ -94,9 +109,9 @@ def synth(out, videos, classes, like, seed, force):
 
     \b
     Example:
-      pbd-deploy synth data/ --videos 60 --classes 5
+      pbd-deploy synth data/ --videos 160 --classes 5
     """
-    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
+    from pbd_deploy.data.synthetic import make_synthetic
 
     config = SynthConfig(videos=videos, classes=classes, like=like, seed=seed)
     with RichProgress() as progress:
@@ -138,27 +153,29 @@ def _class_names(num_classes, classes) -> list[str]:
 @click.option("--model", default="videomae-tiny", show_default=True,
               help="Architecture name, or a model directory to fine-tune.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=12, show_default=True)
-@click.option("--batch-size", default=4, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
+@click.option("--lr", default=TrainConfig.lr, show_default=True)
 @click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def train(data, model, out, epochs, batch_size, lr, ema, device, seed, force):
+def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end, force):
     """Train a detector; the checkpoint with the best validation mAP is kept.
 
     \b
     Example:
       pbd-deploy train --data data/ --model videomae-tiny --out base/
     """
-    from pbd_deploy.train import TrainConfig, train_model_dir
+    from pbd_deploy.train import train_model_dir
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device,
                          seed=seed)
     with RichProgress() as progress:
-        summary = train_model_dir(data, model, out, config, force=force, progress=progress)
+        summary = train_model_dir(data, model, out, config, force=force, progress=progress,
+                                  past_end=past_end)
     click.echo(f"best val average mAP {summary['best_val_mAP']:.4f} at epoch "
                f"{summary['best_epoch']} ({summary['wall_s']:.0f} s); saved to {out}")
 
@@ -173,9 +190,11 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, seed, force):
 @click.option("--save-predictions", type=click.Path(dir_okay=False),
               help="Also write the detections in ActivityNet results format.")
 @click.option("--device", default="cpu", show_default=True)
+@PAST_END
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
-def evaluate(model, data, annotations, split, thresholds, save_predictions, device, as_json):
+def evaluate(model, data, annotations, split, thresholds, save_predictions, device, past_end,
+             as_json):
     """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
 
     \b
@@ -187,7 +206,7 @@ def evaluate(model, data, annotations, split, thresholds, save_predictions, devi
 
     result = evaluate_path(model, data=data, annotations=annotations, split=split,
                            thresholds=thresholds, device=device,
-                           save_predictions=save_predictions)
+                           save_predictions=save_predictions, past_end=past_end)
     if as_json:
         click.echo(json.dumps(result.to_json()))
         return
@@ -272,7 +291,7 @@ def convert(ckpt, name, out, num_classes, classes, force):
 @main.command()
 @click.option("--out", default="pbd-quickstart", show_default=True,
               type=click.Path(file_okay=False), help="Working directory for data and models.")
-@click.option("--epochs", default=12, show_default=True)
+@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
 @click.option("--force", is_flag=True, help="Start over if --out exists.")
 @friendly
 def quickstart(out, epochs, force):
@@ -282,9 +301,9 @@ def quickstart(out, epochs, force):
     Example:
       pbd-deploy quickstart --out pbd-quickstart/
     """
-    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
+    from pbd_deploy.data.synthetic import make_synthetic
     from pbd_deploy.eval.inference import evaluate_path
-    from pbd_deploy.train import TrainConfig, train_model_dir
+    from pbd_deploy.train import train_model_dir
 
     root = Path(out)
     if root.exists() and not force:

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from pbd_deploy.atomic import prepare_output
 from pbd_deploy.data.annotations import load_annotations
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model
 from pbd_deploy.models.actionformer import assign_targets, detection_loss, point_grid
 from pbd_deploy.models.detector import Detector
-from pbd_deploy.models.io import add_history, load_model, prepare_output, save_model
+from pbd_deploy.models.io import add_history, load_model, save_model
 from pbd_deploy.models.registry import model_config
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Options of `pbd-deploy train` (one field per command-line option)."""
 
-    epochs: int = 12
-    batch_size: int = 4
-    lr: float = 1e-3
+    epochs: int = 22
+    batch_size: int = 8
+    lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     clip_grad: float = 1.0
@@ -154,7 +155,7 @@ def train(model: Detector, dataset: TadDataset, config: TrainConfig,
 
 
 def train_model_dir(data_dir, model: str, out_dir, config: TrainConfig, force: bool = False,
-                    progress: Progress | None = None) -> dict:
+                    progress: Progress | None = None, past_end: str = "error") -> dict:
     """`pbd-deploy train`: build (or load) a model, train it on DATA, save it to `out_dir`.
 
     Args:
@@ -167,9 +168,10 @@ def train_model_dir(data_dir, model: str, out_dir, config: TrainConfig, force: b
     if Path(model).is_dir():
         detector = load_model(model)
     else:
-        classes = load_annotations(Path(data_dir) / "annotations.json").class_names
+        classes = load_annotations(Path(data_dir) / "annotations.json",
+                                   past_end=past_end).class_names
         detector = Detector(model_config(model, classes))
-    dataset = TadDataset(data_dir, detector.config)
+    dataset = TadDataset(data_dir, detector.config, past_end)
     detector, summary = train(detector, dataset, config, progress)
     add_history(detector, "train", data=str(data_dir), best_epoch=summary["best_epoch"],
                 val_mAP=summary["best_val_mAP"], wall_s=round(summary["wall_s"], 1),

@@ -27,14 +27,16 @@ class TadDataset:
     """Videos (or feature files) and annotations of DATA/, prepared for one model config.
 
     Decoded inputs are cached in memory as uint8 frames (or float features), so each video
-    is decoded once per process.
+    is decoded once per process. `past_end` is what to do with segments that end after their
+    video (THUMOS14 has 30): "error", "keep" or "drop" (see `load_annotations`).
     """
 
-    def __init__(self, data_dir: str | Path, config: DetectorConfig):
+    def __init__(self, data_dir: str | Path, config: DetectorConfig, past_end: str = "error"):
         self.root = Path(data_dir)
         if not self.root.is_dir():
             raise PbdError(f"dataset directory {self.root} does not exist")
-        self.annotations: Annotations = load_annotations(self.root / "annotations.json")
+        self.annotations: Annotations = load_annotations(self.root / "annotations.json",
+                                                          past_end=past_end)
         self.config = config
         self.input = config.input
         self.class_index = {name: i for i, name in enumerate(config.class_names)}

@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from pbd_deploy.atomic import prepare_output, write_atomically
 from pbd_deploy.errors import PbdError
 
 logger = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class SynthConfig:
         contrast: Foreground/background contrast; below 1 is harder.
     """
 
-    videos: int = 60
+    videos: int = 160
     classes: int = 5
     seed: int = 0
     fps: float = 10.0
@@ -85,8 +84,8 @@ class SynthConfig:
     min_duration: float = 30.0
     max_duration: float = 60.0
     like: str | None = None
-    split_fractions: tuple[float, float, float] = (0.5, 0.17, 0.33)
-    noise: float = 12.0
+    split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)
+    noise: float = 6.0
     distractors: int = 1
     contrast: float = 1.0
 
@@ -512,30 +511,6 @@ def annotations(plans: list[VideoPlan], config: SynthConfig) -> dict:
     return {"version": "synthetic-1", "database": database, "synthetic": config.to_dict()}
 
 
-def _check_target(out: Path, force: bool) -> None:
-    if not out.exists():
-        return
-    _check(force, f"{out} already exists; pass --force to overwrite")
-    # --force must never wipe a directory this module did not make (e.g. a typo'd home dir).
-    _check(out.is_dir() and ((out / "annotations.json").is_file() or not any(out.iterdir())),
-           f"{out} is not a synthetic data set (no annotations.json); refusing to overwrite it")
-
-
-def _swap_in(tmp: Path, out: Path, force: bool) -> None:
-    _check_target(out, force)
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except OSError:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def make_synthetic(out_dir: str | Path, config: SynthConfig, force: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a synthetic benchmark: `annotations.json` plus `videos/<video_id>.mp4`.
@@ -555,14 +530,11 @@ def make_synthetic(out_dir: str | Path, config: SynthConfig, force: bool = False
     Raises:
         PbdError: If `out_dir` exists without `force`, or the config cannot be satisfied.
     """
-    out = Path(out_dir).resolve()  # a name is needed for the sibling: "." has none
-    _check_target(out, force)
+    prepare_output(out_dir, force, marker="annotations.json")
     plans = plan_videos(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "videos").mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
+        (tmp / "videos").mkdir()
         for done, plan in enumerate(plans, 1):
             _encode(tmp / "videos" / f"{plan.video_id}.mp4", iter_frames(plan, config), config)
             logger.debug("wrote %s (%.1f s, %d actions)", plan.video_id, plan.duration,
@@ -571,8 +543,7 @@ def make_synthetic(out_dir: str | Path, config: SynthConfig, force: bool = False
                 progress(done, len(plans))
         text = json.dumps(annotations(plans, config), indent=1)
         (tmp / "annotations.json").write_text(text + "\n")
-        _swap_in(tmp, out, force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    out = write_atomically(out_dir, write, force, marker="annotations.json")
     logger.info("wrote %d synthetic videos to %s", len(plans), out)
     return out

@@ -89,7 +89,7 @@ def evaluate_model(model, dataset: TadDataset, role: str = "test",
 
 def evaluate_path(model, data=None, annotations=None, split: str = "test",
                   thresholds: str = "thumos", device: str = "cpu", save_predictions=None,
-                  progress: Progress | None = None) -> DetectionResult:
+                  progress: Progress | None = None, past_end: str = "error") -> DetectionResult:
     """`pbd-deploy eval`: score a model directory on DATA, or a predictions file on ANN.json."""
     levels = {"thumos": THUMOS_THRESHOLDS, "activitynet": ACTIVITYNET_THRESHOLDS}[thresholds]
     path = Path(model)
@@ -97,13 +97,13 @@ def evaluate_path(model, data=None, annotations=None, split: str = "test",
         if not data:
             raise PbdError("evaluating a model needs --data DATA")
         detector = load_model(path, device)
-        result, predictions = evaluate_model(detector, TadDataset(data, detector.config), split,
+        result, predictions = evaluate_model(detector, TadDataset(data, detector.config, past_end), split,
                                              thresholds=levels, device=device, progress=progress)
     elif path.suffix == ".json":
         if not annotations:
             raise PbdError("scoring a predictions file needs --annotations ANN.json")
         predictions = load_predictions(path)
-        videos = load_annotations(annotations).split(split)
+        videos = load_annotations(annotations, past_end=past_end).split(split)
         wanted = {v.video_id for v in videos}
         predictions = {k: v for k, v in predictions.items() if k in wanted}
         result = evaluate_detections(ground_truth(videos), predictions, levels)

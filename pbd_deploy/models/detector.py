@@ -13,12 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pbd_deploy.data.video import VIDEOMAE_MEAN, VIDEOMAE_STD
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import ActionFormerHead, HeadConfig, decode_segments, point_grid
 from pbd_deploy.models.vit import BackboneConfig, VideoMAEBackbone, init_weights
-
-VIDEOMAE_MEAN = (123.675, 116.28, 103.53)
-VIDEOMAE_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from pbd_deploy.atomic import write_atomically
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import Detector, DetectorConfig
 
@@ -19,42 +18,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def prepare_output(out_dir: str | Path, force: bool = False) -> Path:
-    """Check that `out_dir` may be written: refuse an existing one unless `force`."""
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise PbdError(f"{out} already exists; choose another --out or pass --force to overwrite")
-    return out
-
-
-def write_atomically(out_dir: str | Path, write, force: bool = False) -> Path:
-    """Call `write(tmp_dir)` and move tmp_dir to `out_dir` only once it has succeeded.
-
-    A crash or error leaves any previous `out_dir` untouched and no half-written one.
-    """
-    out = prepare_output(out_dir, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def add_history(model: Detector, stage: str, **figures) -> None:
+def add_history(detector: Detector, stage: str, **figures) -> None:
     """Append one stage record (name, UTC time, figures) to the model's config history."""
     when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    model.config.history.append({"stage": stage, "time": when, **figures})
+    detector.config.history.append({"stage": stage, "time": when, **figures})
 
 
 def save_model(model: Detector, out_dir: str | Path, force: bool = False, extra=None) -> Path:
@@ -67,7 +34,7 @@ def save_model(model: Detector, out_dir: str | Path, force: bool = False, extra=
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
 
-    return write_atomically(out_dir, write, force)
+    return write_atomically(out_dir, write, force, marker=CONFIG_FILE)
 
 
 def load_config(model_dir: str | Path) -> DetectorConfig:

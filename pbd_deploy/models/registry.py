@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 
+from pbd_deploy.atomic import prepare_output
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import HeadConfig
-from pbd_deploy.models.detector import DetectorConfig, InputConfig
+from pbd_deploy.models.detector import Detector, DetectorConfig, InputConfig
+from pbd_deploy.models.io import add_history, save_model
 from pbd_deploy.models.vit import BackboneConfig
 
 # AdaTAD's THUMOS14 setting: 768-frame windows at 160x160, features resized to 768 points.
@@ -69,10 +71,7 @@ def model_config(name: str, class_names: list[str], **overrides) -> DetectorConf
 
 def init_model_dir(name: str, out_dir, class_names: list[str], force: bool = False):
     """`pbd-deploy init`: write a freshly initialised model directory."""
-    from pbd_deploy.models.detector import Detector
-    from pbd_deploy.models.io import add_history, prepare_output, save_model
-
     prepare_output(out_dir, force)
     model = Detector(model_config(name, class_names))
-    add_history(model, "init", model=name)
+    add_history(model, "init", architecture=name)
     return save_model(model, out_dir, force)

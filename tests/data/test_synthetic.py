@@ -94,9 +94,10 @@ def test_timing_follows_thumos_statistics():
 
 def test_like_copies_timing(tmp_path):
     source = json.loads(THUMOS.read_text())["database"]
-    config = SynthConfig(videos=5, classes=4, like=str(THUMOS), fps=1.0, size=16)
+    config = SynthConfig(videos=6, classes=4, like=str(THUMOS), fps=1.0, size=16,
+                         split_fractions=(0.5, 0.17, 0.33))
     plans = plan_videos(config)
-    assert len(plans) == 5 and {p.subset for p in plans} == set(SUBSETS)
+    assert len(plans) == 6 and {p.subset for p in plans} == set(SUBSETS)
     for plan in plans:
         entry = source[plan.source]
         assert plan.duration == entry["duration"]
@@ -114,7 +115,7 @@ def test_existing_dir_needs_force(tmp_path):
     out.mkdir()
     (out / "annotations.json").write_text("old")
     config = SynthConfig(**{**SMALL, "videos": 3, "classes": 1})
-    with pytest.raises(PbdError, match="already exists; pass --force"):
+    with pytest.raises(PbdError, match="already exists; .*pass --force"):
         make_synthetic(out, config)
     assert (out / "annotations.json").read_text() == "old"
     make_synthetic(out, config, force=True)
@@ -125,7 +126,7 @@ def test_existing_dir_needs_force(tmp_path):
 
 def test_force_refuses_foreign_directory(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(PbdError, match="not a synthetic data set"):
+    with pytest.raises(PbdError, match="does not look like a pbd-deploy output"):
         make_synthetic(tmp_path, SynthConfig(**SMALL), force=True)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
