@@ -52,7 +52,7 @@ def main() -> None:
     lines = [
         f"# Quickstart: synth + train videomae-tiny + eval ({m['cpu']}, {m['cores']} cores)", "",
         "| stage | seconds |", "|---|---|",
-        f"| synth (60 videos) | {out['synth_s']:.0f} |",
+        f"| synth ({SynthConfig().videos} videos) | {out['synth_s']:.0f} |",
         f"| train ({len(summary['epochs'])} epochs) | {out['train_s']:.0f} |",
         f"| eval (test split) | {out['eval_s']:.0f} |",
         f"| **total** | **{out['total_s']:.0f}** |", "",

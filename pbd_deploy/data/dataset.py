@@ -69,13 +69,28 @@ class TadDataset:
             path = self.root / "features" / f"{video.video_id}.npy"
             return load_features(path, self.input.feature_dim), float(video.fps)
         path = self.root / "videos" / f"{video.video_id}.mp4"
-        return decode_video(path, fps=self.input.fps, size=self.input.resize, crop=self.input.crop)
+        # Cached at the resized size, not cropped: training takes random crops of it.
+        return decode_video(path, fps=self.input.fps, size=self.input.resize)
 
-    def model_input(self, steps: np.ndarray) -> np.ndarray:
-        """A window of raw steps -> the model's input for one sample (no batch axis)."""
+    def model_input(self, steps: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """A window of raw steps -> the model's input for one sample (no batch axis).
+
+        Frames are centre-cropped, or randomly cropped when `rng` is given (training-time
+        augmentation: a shift of the whole window changes no motion pattern).
+        """
         if self.input.mode == "features":
             return np.ascontiguousarray(steps.T, dtype=np.float32)  # (C, T)
-        return normalize(steps, self.input.mean, self.input.std)  # (3, T, H, W)
+        crop = self.input.crop
+        _, h, w, _ = steps.shape  # (T, H, W, 3)
+        if h < crop or w < crop:
+            raise PbdError(f"frames of {h}x{w} are smaller than the {crop}x{crop} crop; "
+                           "set input.resize >= input.crop")
+        if rng is None:
+            top, left = (h - crop) // 2, (w - crop) // 2
+        else:
+            top, left = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        steps = steps[:, top:top + crop, left:left + crop]
+        return normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
 
     def segments_in_steps(self, video: VideoInfo, fps: float) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth as (M, 2) input-step boundaries and (M,) class ids."""
@@ -98,7 +113,7 @@ class TadDataset:
         segs, labels = crop_segments(segs, labels, start, window)
         scale = self.config.head.length / window  # input steps -> head points
         points = segs * scale - 0.5
-        return self.model_input(steps), points.astype(np.float32), labels, valid * scale
+        return self.model_input(steps, rng), points.astype(np.float32), labels, valid * scale
 
     def sliding_windows(self, video: VideoInfo):
         """Yield (start step, model input, valid head points) covering the whole video."""

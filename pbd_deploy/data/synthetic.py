@@ -77,7 +77,7 @@ class SynthConfig:
     """
 
     videos: int = 160
-    classes: int = 5
+    classes: int = 4
     seed: int = 0
     fps: float = 10.0
     size: int = 64
@@ -85,7 +85,7 @@ class SynthConfig:
     max_duration: float = 60.0
     like: str | None = None
     split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)
-    noise: float = 6.0
+    noise: float = 4.0
     distractors: int = 1
     contrast: float = 1.0
 
@@ -251,7 +251,7 @@ def sample_actor(rng: np.random.Generator, pattern: str, start: float, end: floa
                   x=_centre(rng, s, radius), y=_centre(rng, s, radius))
     else:
         raise PbdError(f"unknown motion pattern {pattern!r}")
-    hold = rng.uniform(0.3, 1.0, size=2)
+    hold = rng.uniform(0.2, 0.6, size=2)
     return Actor(pattern=pattern, start=start, end=end, hold_before=float(hold[0]),
                  hold_after=float(hold[1]), shape=str(rng.choice(["square", "disk"])),
                  colour=_colour(rng, config.contrast), radius=float(radius), **kw)

@@ -150,7 +150,10 @@ class ActionFormerHead(nn.Module):
         logits, offsets = [], []
         for level, f in enumerate(self.pyramid(x)):
             logits.append(self.cls_head(f).transpose(1, 2))
-            reg = F.relu(self.scales[level] * self.reg_head(f)).transpose(1, 2)
+            # ActionFormer uses ReLU here; on from-scratch or freshly pruned features a whole
+            # level's ReLU can die and its regression never recovers (seen in our runs), so
+            # we use softplus: also non-negative, but its gradient never vanishes.
+            reg = F.softplus(self.scales[level] * self.reg_head(f)).transpose(1, 2)
             offsets.append(reg * 2**level)
         return logits, offsets
 

@@ -35,8 +35,8 @@ def _tiny() -> dict:
     # 12 blocks like VideoMAE-S, so dropping 3 is the same 25% of depth; 32x32 frames make
     # 2x2 patches, and 128-frame windows at 10 fps cover 12.8 s: trains in minutes on a CPU.
     return dict(
-        input=InputConfig(window=128, fps=10.0, resize=32, crop=32),
-        backbone=BackboneConfig(dim=64, depth=12, heads=4, img_size=32),
+        input=InputConfig(window=128, fps=10.0, resize=36, crop=32),
+        backbone=BackboneConfig(dim=64, depth=12, heads=4, img_size=32, drop_path=0.1),
         head=HeadConfig(
             in_dim=64, dim=64, length=64, levels=5, heads=4, attn_window=9,
             regression_ranges=[[0, 4], [4, 8], [8, 16], [16, 32], [32, 10000]],

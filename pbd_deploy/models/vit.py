@@ -37,6 +37,7 @@ class BackboneConfig:
     chunk_frames: int = 16
     img_size: int = 160
     final_norm: bool = True
+    drop_path: float = 0.0  # stochastic depth while training (also makes blocks droppable)
     block_indices: list[int] | None = None
 
     def __post_init__(self):
@@ -95,19 +96,28 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a residual branch for a random subset of samples."""
+    if not training or rate == 0.0:
+        return x
+    keep = torch.rand(x.shape[0], *(1,) * (x.dim() - 1), device=x.device) >= rate
+    return x * keep / (1 - rate)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0):
         super().__init__()
+        self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class VideoMAEBackbone(nn.Module):
@@ -121,7 +131,7 @@ class VideoMAEBackbone(nn.Module):
             3, c.dim, kernel_size=(c.tubelet, c.patch, c.patch), stride=(c.tubelet, c.patch, c.patch)
         )
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, c.mlp_dim(i)) for i in range(len(c.block_indices))
+            Block(c.dim, c.heads, c.mlp_dim(i), c.drop_path) for i in range(len(c.block_indices))
         )
         self.norm = nn.LayerNorm(c.dim, eps=1e-6) if c.final_norm else nn.Identity()
         grid = c.img_size // c.patch

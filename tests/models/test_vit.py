@@ -67,3 +67,16 @@ def test_block_outputs_are_returned_in_order():
     for block, out in zip(backbone.blocks, blocks):
         x = block(x)
         torch.testing.assert_close(out, x)
+
+
+def test_drop_path_is_identity_in_eval_and_unbiased_in_training():
+    from pbd_deploy.models.vit import drop_path
+
+    x = torch.ones(2000, 3, 4)
+    assert torch.equal(drop_path(x, 0.25, training=False), x)
+    y = drop_path(x, 0.25, training=True)
+    per_sample = y[:, 0, 0]
+    kept = per_sample[per_sample != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 0.75))
+    assert (y == y[:, :1, :1]).all()  # a whole sample's branch is kept or dropped
+    assert per_sample.mean().item() == pytest.approx(1.0, abs=0.06)
