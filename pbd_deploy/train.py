@@ -165,6 +165,7 @@ def train_model_dir(data_dir, model: str, out_dir, config: TrainConfig, force: b
         The training summary (also stored in the model's history and `train_log.json`).
     """
     prepare_output(out_dir, force)
+    torch.manual_seed(config.seed)  # the fresh model's initialisation is part of the run
     if Path(model).is_dir():
         detector = load_model(model)
     else:

@@ -69,3 +69,12 @@ def test_bad_options_fail_before_any_work():
     with pytest.raises(PbdError, match="no CUDA GPU|unknown --device"):
         TrainConfig(device="cuda:0") if not __import__("torch").cuda.is_available() else \
             TrainConfig(device="tpu")
+
+
+def test_train_model_dir_is_reproducible_from_the_seed(synth_data, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=4, windows_per_video=1, seed=7)
+    for name in ("a", "b"):
+        train_model_dir(synth_data, "videomae-tiny", tmp_path / name, config)
+    a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
+    for key, value in a.state_dict().items():
+        assert (value == b.state_dict()[key]).all(), key
