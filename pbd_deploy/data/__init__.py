@@ -1,1 +1,1 @@
-"""data"""
+"""Datasets on disk: annotations, video decoding, features, window sampling, synthetic data."""

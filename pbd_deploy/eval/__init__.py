@@ -1,1 +1,1 @@
-"""eval"""
+"""Detection evaluation: post-processing (NMS) and mAP@tIoU as ActivityNet computes it."""

@@ -1,1 +1,1 @@
-"""models"""
+"""Detector architecture: VideoMAE backbone, ActionFormer head, named sizes, I/O, conversion."""

@@ -66,6 +66,9 @@ def model_config(name: str, class_names: list[str], **overrides) -> DetectorConf
     for key, value in overrides.items():
         if value is not None:
             setattr(parts["input"], key, value)
+    if overrides.get("window") and not overrides.get("stride"):
+        parts["input"].stride = None
+        parts["input"].__post_init__()  # the default stride follows the new window
     return DetectorConfig(name=name, class_names=list(class_names), **parts)
 
 
