@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 
 from pbd_deploy.data import synthetic
+from pbd_deploy.data.render import LINEAR_DIRECTIONS, Actor, VideoPlan, render_video
 from pbd_deploy.data.synthetic import (
     PATTERNS,
     SUBSETS,
-    Actor,
     SynthConfig,
-    VideoPlan,
     make_synthetic,
     plan_videos,
-    render_video,
     sample_actor,
 )
 from pbd_deploy.errors import PbdError
@@ -201,11 +199,11 @@ def test_move_right_moves_right():
     assert (np.diff(x[10:41]) > 0).all() and np.allclose(y[5:46], 30, atol=0.2)
 
 
-@pytest.mark.parametrize("pattern", list(synthetic._LINEAR))
+@pytest.mark.parametrize("pattern", list(LINEAR_DIRECTIONS))
 def test_translations_follow_their_direction(pattern):
     x, y, _ = _track(_actor(pattern))
     dx, dy = x[40] - x[10], y[40] - y[10]
-    ux, uy = synthetic._LINEAR[pattern]
+    ux, uy = LINEAR_DIRECTIONS[pattern]
     assert np.hypot(dx, dy) > 0.15 * 64 - 1
     assert np.dot([dx, dy], [ux, uy]) / np.hypot(dx, dy) > 0.99
 
