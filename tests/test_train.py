@@ -78,3 +78,24 @@ def test_train_model_dir_is_reproducible_from_the_seed(synth_data, tmp_path):
     a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
     for key, value in a.state_dict().items():
         assert (value == b.state_dict()[key]).all(), key
+
+
+def test_ema_weights_are_what_is_kept(synth_data):
+    """With --ema, the returned model is the moving average, not the last raw weights."""
+    import copy
+
+    import torch
+
+    classes = load_annotations(synth_data / "annotations.json").class_names
+    dataset = TadDataset(synth_data, tiny_config(classes=classes, window=64))
+    torch.manual_seed(0)
+    start = Detector(dataset.config)
+    initial = start.head.cls_head.out.weight.detach().clone()
+    moved = {}
+    for ema in (False, True):
+        config = TrainConfig(epochs=1, batch_size=2, windows_per_video=2, ema=ema,
+                             ema_decay=0.9)
+        model, _ = train(copy.deepcopy(start), dataset, config)
+        moved[ema] = (model.head.cls_head.out.weight.detach() - initial).abs().sum().item()
+    # The average lags behind the raw weights, so it has moved less from the start.
+    assert 0 < moved[True] < moved[False]
