@@ -39,10 +39,17 @@ def main() -> None:
     t3 = time.perf_counter()
     out = {
         "machine": describe_machine(),
-        "commands": ["pbd-deploy synth DATA", "pbd-deploy train --data DATA --out base/",
-                     "pbd-deploy eval base/ --data DATA --split test"],
-        "synth_s": t1 - t0, "train_s": t2 - t1, "eval_s": t3 - t2, "total_s": t3 - t0,
-        "best_epoch": summary["best_epoch"], "val_average_mAP": summary["best_val_mAP"],
+        "commands": [
+            "pbd-deploy synth DATA",
+            "pbd-deploy train --data DATA --out base/",
+            "pbd-deploy eval base/ --data DATA --split test",
+        ],
+        "synth_s": t1 - t0,
+        "train_s": t2 - t1,
+        "eval_s": t3 - t2,
+        "total_s": t3 - t0,
+        "best_epoch": summary["best_epoch"],
+        "val_average_mAP": summary["best_val_mAP"],
         "test": result.to_json(),
         "epochs": summary["epochs"],
     }
@@ -50,17 +57,23 @@ def main() -> None:
     (RESULTS / "quickstart.json").write_text(json.dumps(out, indent=2) + "\n")
     m = out["machine"]
     lines = [
-        f"# Quickstart: synth + train videomae-tiny + eval ({m['cpu']}, {m['cores']} cores)", "",
-        "| stage | seconds |", "|---|---|",
+        f"# Quickstart: synth + train videomae-tiny + eval ({m['cpu']}, {m['cores']} cores)",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
         f"| synth ({SynthConfig().videos} videos) | {out['synth_s']:.0f} |",
         f"| train ({len(summary['epochs'])} epochs) | {out['train_s']:.0f} |",
         f"| eval (test split) | {out['eval_s']:.0f} |",
-        f"| **total** | **{out['total_s']:.0f}** |", "",
-        f"Best epoch {out['best_epoch']} (val average mAP {out['val_average_mAP']:.4f}).", "",
+        f"| **total** | **{out['total_s']:.0f}** |",
+        "",
+        f"Best epoch {out['best_epoch']} (val average mAP {out['val_average_mAP']:.4f}).",
+        "",
         "| tIoU | " + " | ".join(f"{t:.1f}" for t in result.thresholds) + " | average |",
         "|---|" + "---|" * (len(result.thresholds) + 1),
-        "| test mAP | " + " | ".join(f"{100 * v:.2f}" for v in result.mAP)
-        + f" | {100 * result.average_mAP:.2f} |", "",
+        "| test mAP | "
+        + " | ".join(f"{100 * v:.2f}" for v in result.mAP)
+        + f" | {100 * result.average_mAP:.2f} |",
+        "",
     ]
     (RESULTS / "quickstart.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -32,9 +32,17 @@ def sizes_table() -> list[dict]:
         with torch.device("meta"):
             params = count_params(Detector(config))
         macs = count_macs(config)
-        rows.append({"model": name, "params_M": params / 1e6, "GMACs": macs["total"] / 1e9,
-                     "backbone_GMACs": macs["backbone"] / 1e9, "head_GMACs": macs["head"] / 1e9,
-                     "window": config.input.window, "crop": config.input.crop})
+        rows.append(
+            {
+                "model": name,
+                "params_M": params / 1e6,
+                "GMACs": macs["total"] / 1e9,
+                "backbone_GMACs": macs["backbone"] / 1e9,
+                "head_GMACs": macs["head"] / 1e9,
+                "window": config.input.window,
+                "crop": config.input.crop,
+            }
+        )
     return rows
 
 
@@ -47,9 +55,16 @@ def run_window(name: str, window: int) -> dict:
         start = time.perf_counter()
         scores, segments = model.predict(frames)
         seconds = time.perf_counter() - start
-    return {"model": name, "window": window, "crop": config.input.crop, "seconds": seconds,
-            "GMACs": count_macs(config)["total"] / 1e9, "scores": list(scores.shape),
-            "segments": list(segments.shape), "finite": bool(torch.isfinite(scores).all())}
+    return {
+        "model": name,
+        "window": window,
+        "crop": config.input.crop,
+        "seconds": seconds,
+        "GMACs": count_macs(config)["total"] / 1e9,
+        "scores": list(scores.shape),
+        "segments": list(segments.shape),
+        "finite": bool(torch.isfinite(scores).all()),
+    }
 
 
 def main() -> None:
@@ -57,20 +72,33 @@ def main() -> None:
     parser.add_argument("--model", default="videomae-s")
     parser.add_argument("--window", type=int, default=768)
     args = parser.parse_args()
-    result = {"machine": describe_machine(), "sizes": sizes_table(),
-              "cpu_window": run_window(args.model, args.window),
-              "published": {"model": "VideoMAE-S + ActionFormer (PBD paper)", "GMACs": 286.3}}
+    result = {
+        "machine": describe_machine(),
+        "sizes": sizes_table(),
+        "cpu_window": run_window(args.model, args.window),
+        "published": {"model": "VideoMAE-S + ActionFormer (PBD paper)", "GMACs": 286.3},
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "shape_check.json").write_text(json.dumps(result, indent=2) + "\n")
     w = result["cpu_window"]
-    lines = [f"# Shape check ({result['machine']['cpu']}, {result['machine']['cores']} cores)", "",
-             "| model | params (M) | GMACs / window | backbone | head | window |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['params_M']:.1f} | {r['GMACs']:.1f} | {r['backbone_GMACs']:.1f}"
-              f" | {r['head_GMACs']:.2f} | {r['window']} x {r['crop']}^2 |" for r in result["sizes"]]
-    lines += ["", f"{w['model']}, one {w['window']}-frame {w['crop']}x{w['crop']} window on the "
-              f"CPU: {w['seconds']:.1f} s, {w['GMACs']:.1f} GMACs, outputs {w['scores']} scores "
-              f"and {w['segments']} segments (finite: {w['finite']}).", ""]
+    lines = [
+        f"# Shape check ({result['machine']['cpu']}, {result['machine']['cores']} cores)",
+        "",
+        "| model | params (M) | GMACs / window | backbone | head | window |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['params_M']:.1f} | {r['GMACs']:.1f} | {r['backbone_GMACs']:.1f}"
+        f" | {r['head_GMACs']:.2f} | {r['window']} x {r['crop']}^2 |"
+        for r in result["sizes"]
+    ]
+    lines += [
+        "",
+        f"{w['model']}, one {w['window']}-frame {w['crop']}x{w['crop']} window on the "
+        f"CPU: {w['seconds']:.1f} s, {w['GMACs']:.1f} GMACs, outputs {w['scores']} scores "
+        f"and {w['segments']} segments (finite: {w['finite']}).",
+        "",
+    ]
     (RESULTS / "shape_check.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -24,13 +24,18 @@ def prepare_output(out_dir: str | Path, force: bool = False, marker: str | None 
         raise PbdError(f"{out} already exists; choose another output or pass --force to overwrite")
     ours = out.is_dir() and (not any(out.iterdir()) or (marker and (out / marker).is_file()))
     if not ours:
-        raise PbdError(f"{out} does not look like a pbd-deploy output (no {marker}); "
-                       "refusing to overwrite it")
+        raise PbdError(
+            f"{out} does not look like a pbd-deploy output (no {marker}); refusing to overwrite it"
+        )
     return out
 
 
-def write_atomically(out_dir: str | Path, write: Callable[[Path], None], force: bool = False,
-                     marker: str | None = None) -> Path:
+def write_atomically(
+    out_dir: str | Path,
+    write: Callable[[Path], None],
+    force: bool = False,
+    marker: str | None = None,
+) -> Path:
     """Call `write(tmp_dir)`, then move tmp_dir to `out_dir`; returns `out_dir`.
 
     A crash or error leaves any previous `out_dir` untouched and no half-written one.

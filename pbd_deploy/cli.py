@@ -54,9 +54,16 @@ class RichProgress:
             TimeRemainingColumn,
         )
 
-        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                             TextColumn("{task.fields[figures]}"), console=_console())
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[figures]}"),
+            console=_console(),
+        )
         self.bars.__enter__()
 
     def __call__(self, stage: str, done: int, total: int, **figures):
@@ -64,8 +71,11 @@ class RichProgress:
             self._start()
         if stage not in self.tasks:
             self.tasks[stage] = self.bars.add_task(stage, total=total, figures="")
-        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in figures.items() if k != "elapsed_s")
+        text = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in figures.items()
+            if k != "elapsed_s"
+        )
         self.bars.update(self.tasks[stage], completed=done, total=total, figures=text)
 
 
@@ -76,9 +86,13 @@ def _console():
 
 
 PAST_END = click.option(
-    "--past-end", type=click.Choice(["error", "keep", "drop"]), default="error",
-    show_default=True, help="Segments ending after their video (THUMOS14 has 30): refuse, "
-    "keep (undetectable misses) or drop them.")
+    "--past-end",
+    type=click.Choice(["error", "keep", "drop"]),
+    default="error",
+    show_default=True,
+    help="Segments ending after their video (THUMOS14 has 30): refuse, "
+    "keep (undetectable misses) or drop them.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,15 +105,18 @@ def main(verbose):
     Example (everything on the embedded synthetic default):
       pbd-deploy quickstart
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--videos", default=SynthConfig.videos, show_default=True, help="Number of videos.")
-@click.option("--classes", default=SynthConfig.classes, show_default=True,
-              help="Number of action classes.")
+@click.option(
+    "--classes", default=SynthConfig.classes, show_default=True, help="Number of action classes."
+)
 @click.option("--like", type=click.Path(dir_okay=False), help="Copy timing from this ANN.json.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
@@ -115,8 +132,9 @@ def synth(out, videos, classes, like, seed, force):
 
     config = SynthConfig(videos=videos, classes=classes, like=like, seed=seed)
     with RichProgress() as progress:
-        path = make_synthetic(out, config, force=force,
-                              progress=lambda d, t: progress("synth", d, t))
+        path = make_synthetic(
+            out, config, force=force, progress=lambda d, t: progress("synth", d, t)
+        )
     click.echo(f"wrote {videos} videos and annotations.json to {path}")
 
 
@@ -150,8 +168,12 @@ def _class_names(num_classes, classes) -> list[str]:
 
 @main.command()
 @click.option("--data", required=True, type=click.Path(), help="Dataset directory.")
-@click.option("--model", default="videomae-tiny", show_default=True,
-              help="Architecture name, or a model directory to fine-tune.")
+@click.option(
+    "--model",
+    default="videomae-tiny",
+    show_default=True,
+    help="Architecture name, or a model directory to fine-tune.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--epochs", default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
@@ -171,13 +193,17 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end,
     """
     from pbd_deploy.train import train_model_dir
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device,
-                         seed=seed)
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device, seed=seed
+    )
     with RichProgress() as progress:
-        summary = train_model_dir(data, model, out, config, force=force, progress=progress,
-                                  past_end=past_end)
-    click.echo(f"best val average mAP {summary['best_val_mAP']:.4f} at epoch "
-               f"{summary['best_epoch']} ({summary['wall_s']:.0f} s); saved to {out}")
+        summary = train_model_dir(
+            data, model, out, config, force=force, progress=progress, past_end=past_end
+        )
+    click.echo(
+        f"best val average mAP {summary['best_val_mAP']:.4f} at epoch "
+        f"{summary['best_epoch']} ({summary['wall_s']:.0f} s); saved to {out}"
+    )
 
 
 @main.command(name="eval")
@@ -185,16 +211,25 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end,
 @click.option("--data", type=click.Path(), help="Dataset directory (to run a model).")
 @click.option("--annotations", type=click.Path(), help="ANN.json (to score a predictions file).")
 @click.option("--split", default="test", show_default=True, help="train, val or test.")
-@click.option("--thresholds", type=click.Choice(["thumos", "activitynet"]), default="thumos",
-              show_default=True, help="tIoU thresholds: 0.3:0.1:0.7 or 0.5:0.05:0.95.")
-@click.option("--save-predictions", type=click.Path(dir_okay=False),
-              help="Also write the detections in ActivityNet results format.")
+@click.option(
+    "--thresholds",
+    type=click.Choice(["thumos", "activitynet"]),
+    default="thumos",
+    show_default=True,
+    help="tIoU thresholds: 0.3:0.1:0.7 or 0.5:0.05:0.95.",
+)
+@click.option(
+    "--save-predictions",
+    type=click.Path(dir_okay=False),
+    help="Also write the detections in ActivityNet results format.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @PAST_END
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
-def evaluate(model, data, annotations, split, thresholds, save_predictions, device, past_end,
-             as_json):
+def evaluate(
+    model, data, annotations, split, thresholds, save_predictions, device, past_end, as_json
+):
     """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
 
     \b
@@ -204,9 +239,16 @@ def evaluate(model, data, annotations, split, thresholds, save_predictions, devi
     """
     from pbd_deploy.eval.inference import evaluate_path
 
-    result = evaluate_path(model, data=data, annotations=annotations, split=split,
-                           thresholds=thresholds, device=device,
-                           save_predictions=save_predictions, past_end=past_end)
+    result = evaluate_path(
+        model,
+        data=data,
+        annotations=annotations,
+        split=split,
+        thresholds=thresholds,
+        device=device,
+        save_predictions=save_predictions,
+        past_end=past_end,
+    )
     if as_json:
         click.echo(json.dumps(result.to_json()))
         return
@@ -240,12 +282,17 @@ def _print_info(data: dict) -> None:
 
     table = Table(title=f"{data['name']} ({data['path']})", show_header=False)
     rows = [
-        ("mode", data["mode"]), ("classes", f"{len(data['classes'])}: {', '.join(data['classes'])}"),
-        ("width", data["width"]), ("depth", data["depth"]),
+        ("mode", data["mode"]),
+        ("classes", f"{len(data['classes'])}: {', '.join(data['classes'])}"),
+        ("width", data["width"]),
+        ("depth", data["depth"]),
         ("kept blocks", f"{len(data['kept_blocks'])}: {data['kept_blocks']}"),
         ("params", f"{data['params'] / 1e6:.3f} M"),
-        ("MACs / window", f"{data['macs'] / 1e9:.3f} G (backbone {data['macs_backbone'] / 1e9:.3f} G,"
-                          f" head {data['macs_head'] / 1e9:.3f} G)"),
+        (
+            "MACs / window",
+            f"{data['macs'] / 1e9:.3f} G (backbone {data['macs_backbone'] / 1e9:.3f} G,"
+            f" head {data['macs_head'] / 1e9:.3f} G)",
+        ),
         ("window", f"{data['input']['window']} {'frames' if data['mode'] == 'video' else 'steps'}"),
     ]
     for key, value in rows:
@@ -279,18 +326,25 @@ def convert(ckpt, name, out, num_classes, classes, force):
     """
     from pbd_deploy.models.convert import convert_model_dir
 
-    conversion = convert_model_dir(ckpt, name, out, _class_names(num_classes, classes),
-                                   force=force)
+    conversion = convert_model_dir(ckpt, name, out, _class_names(num_classes, classes), force=force)
     click.echo(f"mapped {conversion.mapped} {conversion.source_format} tensors into {out}")
     if conversion.skipped:
-        click.echo(f"skipped {len(conversion.skipped)} tensors outside the backbone (e.g. "
-                   f"{conversion.skipped[0]}); fine-tune the head with pbd-deploy train "
-                   f"--model {out}", err=True)
+        click.echo(
+            f"skipped {len(conversion.skipped)} tensors outside the backbone (e.g. "
+            f"{conversion.skipped[0]}); fine-tune the head with pbd-deploy train "
+            f"--model {out}",
+            err=True,
+        )
 
 
 @main.command()
-@click.option("--out", default="pbd-quickstart", show_default=True,
-              type=click.Path(file_okay=False), help="Working directory for data and models.")
+@click.option(
+    "--out",
+    default="pbd-quickstart",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Working directory for data and models.",
+)
 @click.option("--epochs", default=TrainConfig.epochs, show_default=True)
 @click.option("--force", is_flag=True, help="Start over if --out exists.")
 @friendly
@@ -309,13 +363,24 @@ def quickstart(out, epochs, force):
     if root.exists() and not force:
         raise PbdError(f"{root} already exists; pass --force to start over or choose --out")
     with RichProgress() as progress:
-        data = make_synthetic(root / "data", SynthConfig(), force=True,
-                              progress=lambda d, t: progress("synth", d, t))
-        summary = train_model_dir(data, "videomae-tiny", root / "base", TrainConfig(epochs=epochs),
-                                  force=True, progress=progress)
+        data = make_synthetic(
+            root / "data", SynthConfig(), force=True, progress=lambda d, t: progress("synth", d, t)
+        )
+        summary = train_model_dir(
+            data,
+            "videomae-tiny",
+            root / "base",
+            TrainConfig(epochs=epochs),
+            force=True,
+            progress=progress,
+        )
         result = evaluate_path(root / "base", data=data, split="test")
-    click.echo(f"trained videomae-tiny in {summary['wall_s']:.0f} s "
-               f"(best val average mAP {summary['best_val_mAP']:.4f})")
-    click.echo("test mAP@" + " ".join(f"{t:.1f}={100 * m:.2f}"
-                                      for t, m in zip(result.thresholds, result.mAP)))
+    click.echo(
+        f"trained videomae-tiny in {summary['wall_s']:.0f} s "
+        f"(best val average mAP {summary['best_val_mAP']:.4f})"
+    )
+    click.echo(
+        "test mAP@"
+        + " ".join(f"{t:.1f}={100 * m:.2f}" for t, m in zip(result.thresholds, result.mAP))
+    )
     click.echo(f"test average mAP = {100 * result.average_mAP:.2f}; model in {root / 'base'}")

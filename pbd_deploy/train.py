@@ -62,7 +62,9 @@ class TrainConfig:
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have, before any work starts."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PbdError(f"--device {device} requested but no CUDA GPU is available; use --device cpu")
+        raise PbdError(
+            f"--device {device} requested but no CUDA GPU is available; use --device cpu"
+        )
     if not (device == "cpu" or device.startswith("cuda")):
         raise PbdError(f"unknown --device {device!r}; use cpu or cuda[:N]")
 
@@ -85,8 +87,13 @@ class Batcher:
     def make(self, samples) -> tuple[torch.Tensor, ...]:
         xs, cls_t, reg_t, valid = [], [], [], []
         for x, segs, labels, valid_points in samples:
-            cls, reg = assign_targets(torch.from_numpy(segs), torch.from_numpy(labels),
-                                      self.model.num_classes, self.model.config.head, self.grid)
+            cls, reg = assign_targets(
+                torch.from_numpy(segs),
+                torch.from_numpy(labels),
+                self.model.num_classes,
+                self.model.config.head,
+                self.grid,
+            )
             xs.append(torch.from_numpy(x))
             cls_t.append(cls)
             reg_t.append(reg)
@@ -101,61 +108,110 @@ def epoch_samples(dataset: TadDataset, config: TrainConfig, rng: np.random.Gener
     return [dataset.training_window(videos[i], rng) for i in order]
 
 
-def train(model: Detector, dataset: TadDataset, config: TrainConfig,
-          progress: Progress | None = None) -> tuple[Detector, dict]:
+class Trainer:
+    """The optimisation state of one training run: optimizer, schedule, optional EMA."""
+
+    def __init__(self, model: Detector, dataset: TadDataset, config: TrainConfig):
+        self.model, self.config = model, config
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+            if config.ema
+            else None
+        )
+        self.batcher = Batcher(model, dataset)
+        windows = len(dataset.split("train")) * config.windows_per_video
+        self.steps_per_epoch = math.ceil(windows / config.batch_size)
+        self.total = self.steps_per_epoch * config.epochs
+        self.warmup = int(self.steps_per_epoch * config.warmup_epochs)
+        self.step = 0
+
+    @property
+    def scored(self) -> Detector:
+        """The weights that are evaluated and kept: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def update(self, samples) -> dict[str, float]:
+        """One optimisation step on a batch of sampled windows; returns the loss terms."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * lr_factor(self.step, self.total, self.warmup)
+        device = self.config.device
+        x, cls_t, reg_t, valid = (t.to(device) for t in self.batcher.make(samples))
+        losses = detection_loss(*self.model(x), cls_t, reg_t, valid)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        return {k: v.item() for k, v in losses.items()}
+
+    def epoch(self, samples, epoch: int, progress: Progress | None) -> dict[str, float]:
+        """Train on one epoch's windows; returns the mean loss terms."""
+        self.model.train()
+        sums = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
+        size = self.config.batch_size
+        for i in range(0, len(samples), size):
+            losses = self.update(samples[i : i + size])
+            for k in sums:
+                sums[k] += losses[k]
+            if progress:
+                progress("train", self.step, self.total, epoch=epoch, loss=losses["loss"])
+        return {k: v / self.steps_per_epoch for k, v in sums.items()}
+
+
+def train(
+    model: Detector, dataset: TadDataset, config: TrainConfig, progress: Progress | None = None
+) -> tuple[Detector, dict]:
     """Train `model` on the train split; return the best-on-val copy and a summary."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = config.device
     dataset.split("val")  # fail now, not after an epoch, when there is no validation split
-    model = model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay)) if config.ema else None
-    batcher = Batcher(model, dataset)
-    steps_per_epoch = math.ceil(len(dataset.split("train")) * config.windows_per_video / config.batch_size)
-    total, warmup = steps_per_epoch * config.epochs, int(steps_per_epoch * config.warmup_epochs)
+    trainer = Trainer(model.to(config.device), dataset, config)
     best = {"val_mAP": -1.0, "epoch": 0, "state": None}
-    epochs, step, started = [], 0, time.time()
+    epochs, started = [], time.time()
     for epoch in range(1, config.epochs + 1):
-        samples = epoch_samples(dataset, config, rng)
-        sums = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
-        model.train()
-        for i in range(0, len(samples), config.batch_size):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(step, total, warmup)
-            x, cls_t, reg_t, valid = (t.to(device) for t in batcher.make(samples[i:i + config.batch_size]))
-            logits, offsets = model(x)
-            losses = detection_loss(logits, offsets, cls_t, reg_t, valid)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            for k in sums:
-                sums[k] += losses[k].item()
-            if progress:
-                progress("train", step, total, epoch=epoch, loss=losses["loss"].item())
-        scored = ema.module if ema is not None else model
-        result, _ = evaluate_model(scored, dataset, "val", device=device)
-        record = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()},
-                  "val_mAP": result.average_mAP, "elapsed_s": time.time() - started}
+        losses = trainer.epoch(epoch_samples(dataset, config, rng), epoch, progress)
+        result, _ = evaluate_model(trainer.scored, dataset, "val", device=config.device)
+        record = {
+            "epoch": epoch,
+            **losses,
+            "val_mAP": result.average_mAP,
+            "elapsed_s": time.time() - started,
+        }
         epochs.append(record)
         log.info("epoch %d: %s", epoch, record)
         if progress:
             progress("epoch", epoch, config.epochs, **record)
         if result.average_mAP > best["val_mAP"]:
-            best = {"val_mAP": result.average_mAP, "epoch": epoch,
-                    "state": copy.deepcopy(scored.state_dict())}
+            best = {
+                "val_mAP": result.average_mAP,
+                "epoch": epoch,
+                "state": copy.deepcopy(trainer.scored.state_dict()),
+            }
     model.load_state_dict(best["state"])
-    summary = {"best_epoch": best["epoch"], "best_val_mAP": best["val_mAP"], "epochs": epochs,
-               "wall_s": time.time() - started, "config": config.to_dict()}
+    summary = {
+        "best_epoch": best["epoch"],
+        "best_val_mAP": best["val_mAP"],
+        "epochs": epochs,
+        "wall_s": time.time() - started,
+        "config": config.to_dict(),
+    }
     return model.eval(), summary
 
 
-def train_model_dir(data_dir, model: str, out_dir, config: TrainConfig, force: bool = False,
-                    progress: Progress | None = None, past_end: str = "error") -> dict:
+def train_model_dir(
+    data_dir,
+    model: str,
+    out_dir,
+    config: TrainConfig,
+    force: bool = False,
+    progress: Progress | None = None,
+    past_end: str = "error",
+) -> dict:
     """`pbd-deploy train`: build (or load) a model, train it on DATA, save it to `out_dir`.
 
     Args:
@@ -169,13 +225,20 @@ def train_model_dir(data_dir, model: str, out_dir, config: TrainConfig, force: b
     if Path(model).is_dir():
         detector = load_model(model)
     else:
-        classes = load_annotations(Path(data_dir) / "annotations.json",
-                                   past_end=past_end).class_names
+        classes = load_annotations(
+            Path(data_dir) / "annotations.json", past_end=past_end
+        ).class_names
         detector = Detector(model_config(model, classes))
     dataset = TadDataset(data_dir, detector.config, past_end)
     detector, summary = train(detector, dataset, config, progress)
-    add_history(detector, "train", data=str(data_dir), best_epoch=summary["best_epoch"],
-                val_mAP=summary["best_val_mAP"], wall_s=round(summary["wall_s"], 1),
-                config=config.to_dict())
+    add_history(
+        detector,
+        "train",
+        data=str(data_dir),
+        best_epoch=summary["best_epoch"],
+        val_mAP=summary["best_val_mAP"],
+        wall_s=round(summary["wall_s"], 1),
+        config=config.to_dict(),
+    )
     save_model(detector, out_dir, force, extra={"train_log.json": json.dumps(summary, indent=2)})
     return summary

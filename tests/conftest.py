@@ -17,8 +17,15 @@ def tiny_config(classes=("a", "b", "c"), depth=4, window=32) -> DetectorConfig:
         class_names=list(classes),
         input=InputConfig(window=window, fps=10.0, resize=32, crop=32),
         backbone=BackboneConfig(dim=32, depth=depth, heads=2, img_size=32),
-        head=HeadConfig(in_dim=32, dim=32, length=16, levels=3, heads=2, attn_window=5,
-                        regression_ranges=[[0, 4], [4, 8], [8, 10000]]),
+        head=HeadConfig(
+            in_dim=32,
+            dim=32,
+            length=16,
+            levels=3,
+            heads=2,
+            attn_window=5,
+            regression_ranges=[[0, 4], [4, 8], [8, 10000]],
+        ),
     )
 
 
@@ -34,8 +41,9 @@ def synth_data(tmp_path_factory):
     from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
 
     out = tmp_path_factory.mktemp("synth") / "data"
-    return make_synthetic(out, SynthConfig(videos=6, classes=3, min_duration=8,
-                                           max_duration=12, seed=1))
+    return make_synthetic(
+        out, SynthConfig(videos=6, classes=3, min_duration=8, max_duration=12, seed=1)
+    )
 
 
 def pytest_collection_modifyitems(config, items):

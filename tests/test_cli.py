@@ -50,10 +50,14 @@ def test_init_and_info_json(tmp_path):
     assert info["history"][0]["stage"] == "init"
     table = run("info", tmp_path / "m")
     assert "kept blocks" in table.output and "MACs" in table.output
-    assert_one_line_error(run("init", "videomae-tiny", "--out", tmp_path / "m",
-                              "--num-classes", 4), "already exists", "--force")
-    assert_one_line_error(run("init", "videomae-xl", "--out", tmp_path / "x",
-                              "--num-classes", 4), "unknown model")
+    assert_one_line_error(
+        run("init", "videomae-tiny", "--out", tmp_path / "m", "--num-classes", 4),
+        "already exists",
+        "--force",
+    )
+    assert_one_line_error(
+        run("init", "videomae-xl", "--out", tmp_path / "x", "--num-classes", 4), "unknown model"
+    )
 
 
 def copy_data(synth_data, tmp_path):
@@ -86,8 +90,11 @@ def test_annotation_problems_are_one_line_errors(synth_data, tmp_path, change, m
     data = copy_data(synth_data, tmp_path)
     edit_annotations(data, change)
     result = run("train", "--data", data, "--out", tmp_path / "out", "--epochs", 1)
-    assert_one_line_error(result, message, sorted(json.loads(
-        (synth_data / "annotations.json").read_text())["database"])[0])
+    assert_one_line_error(
+        result,
+        message,
+        sorted(json.loads((synth_data / "annotations.json").read_text())["database"])[0],
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -98,8 +105,9 @@ def test_malformed_json_and_empty_split(synth_data, tmp_path):
     data2 = tmp_path / "d2"
     shutil.copytree(synth_data, data2)
     edit_annotations(data2, lambda db: [v.update(subset="testing") for v in db.values()])
-    assert_one_line_error(run("train", "--data", data2, "--out", tmp_path / "o", "--epochs", 1),
-                          "no videos in split")
+    assert_one_line_error(
+        run("train", "--data", data2, "--out", tmp_path / "o", "--epochs", 1), "no videos in split"
+    )
 
 
 def test_missing_and_corrupt_videos(synth_data, tmp_path):
@@ -116,12 +124,23 @@ def test_missing_and_corrupt_videos(synth_data, tmp_path):
 
 def test_eval_scores_a_predictions_file(synth_data, tmp_path):
     db = json.loads((synth_data / "annotations.json").read_text())["database"]
-    results = {vid: [{"label": a["label"], "segment": a["segment"], "score": 0.9}
-                     for a in v["annotations"]]
-               for vid, v in db.items() if v["subset"] == "testing"}
+    results = {
+        vid: [
+            {"label": a["label"], "segment": a["segment"], "score": 0.9} for a in v["annotations"]
+        ]
+        for vid, v in db.items()
+        if v["subset"] == "testing"
+    }
     (tmp_path / "p.json").write_text(json.dumps({"results": results}))
-    result = run("eval", tmp_path / "p.json", "--annotations", synth_data / "annotations.json",
-                 "--split", "test", "--json")
+    result = run(
+        "eval",
+        tmp_path / "p.json",
+        "--annotations",
+        synth_data / "annotations.json",
+        "--split",
+        "test",
+        "--json",
+    )
     out = json.loads(result.output)
     assert out["thresholds"] == [0.3, 0.4, 0.5, 0.6, 0.7]
     assert out["mAP"] == [1.0] * 5 and out["average_mAP"] == 1.0
@@ -144,6 +163,7 @@ def test_real_subprocess_pipeline(tmp_path):
     assert len(out["mAP"]) == 5 and 0.0 <= out["average_mAP"] <= 1.0
     info = json.loads(call("info", base, "--json").stdout)
     assert [h["stage"] for h in info["history"]] == ["train"]
-    failed = subprocess.run([*exe, "train", "--data", data, "--out", base], capture_output=True,
-                            text=True)
+    failed = subprocess.run(
+        [*exe, "train", "--data", data, "--out", base], capture_output=True, text=True
+    )
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1

@@ -53,8 +53,9 @@ def test_same_seed_gives_the_same_weights(synth_data):
 
 def test_train_model_dir_saves_history_and_log(synth_data, tmp_path):
     out = tmp_path / "base"
-    summary = train_model_dir(synth_data, "videomae-tiny", out,
-                              TrainConfig(epochs=1, batch_size=4, windows_per_video=1))
+    summary = train_model_dir(
+        synth_data, "videomae-tiny", out, TrainConfig(epochs=1, batch_size=4, windows_per_video=1)
+    )
     model = load_model(out)
     entry = model.config.history[-1]
     assert entry["stage"] == "train" and entry["val_mAP"] == summary["best_val_mAP"]
@@ -67,8 +68,9 @@ def test_bad_options_fail_before_any_work():
     with pytest.raises(PbdError, match="--epochs"):
         TrainConfig(epochs=0)
     with pytest.raises(PbdError, match="no CUDA GPU|unknown --device"):
-        TrainConfig(device="cuda:0") if not __import__("torch").cuda.is_available() else \
-            TrainConfig(device="tpu")
+        TrainConfig(device="cuda:0") if not __import__(
+            "torch"
+        ).cuda.is_available() else TrainConfig(device="tpu")
 
 
 def test_train_model_dir_is_reproducible_from_the_seed(synth_data, tmp_path):
@@ -93,8 +95,7 @@ def test_ema_weights_are_what_is_kept(synth_data):
     initial = start.head.cls_head.out.weight.detach().clone()
     moved = {}
     for ema in (False, True):
-        config = TrainConfig(epochs=1, batch_size=2, windows_per_video=2, ema=ema,
-                             ema_decay=0.9)
+        config = TrainConfig(epochs=1, batch_size=2, windows_per_video=2, ema=ema, ema_decay=0.9)
         model, _ = train(copy.deepcopy(start), dataset, config)
         moved[ema] = (model.head.cls_head.out.weight.detach() - initial).abs().sum().item()
     # The average lags behind the raw weights, so it has moved less from the start.

@@ -38,9 +38,9 @@ def drop_block(model: Detector, original_index: int) -> Detector:
     dropped = copy.deepcopy(model)
     del dropped.backbone.blocks[position]
     cfg = dropped.config.backbone
-    cfg.block_indices = cfg.block_indices[:position] + cfg.block_indices[position + 1:]
+    cfg.block_indices = cfg.block_indices[:position] + cfg.block_indices[position + 1 :]
     if cfg.mlp_dims is not None:
-        cfg.mlp_dims = cfg.mlp_dims[:position] + cfg.mlp_dims[position + 1:]
+        cfg.mlp_dims = cfg.mlp_dims[:position] + cfg.mlp_dims[position + 1 :]
     return dropped
 
 

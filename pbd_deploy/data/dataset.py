@@ -35,8 +35,9 @@ class TadDataset:
         self.root = Path(data_dir)
         if not self.root.is_dir():
             raise PbdError(f"dataset directory {self.root} does not exist")
-        self.annotations: Annotations = load_annotations(self.root / "annotations.json",
-                                                          past_end=past_end)
+        self.annotations: Annotations = load_annotations(
+            self.root / "annotations.json", past_end=past_end
+        )
         self.config = config
         self.input = config.input
         self.class_index = {name: i for i, name in enumerate(config.class_names)}
@@ -83,13 +84,15 @@ class TadDataset:
         crop = self.input.crop
         _, h, w, _ = steps.shape  # (T, H, W, 3)
         if h < crop or w < crop:
-            raise PbdError(f"frames of {h}x{w} are smaller than the {crop}x{crop} crop; "
-                           "set input.resize >= input.crop")
+            raise PbdError(
+                f"frames of {h}x{w} are smaller than the {crop}x{crop} crop; "
+                "set input.resize >= input.crop"
+            )
         if rng is None:
             top, left = (h - crop) // 2, (w - crop) // 2
         else:
             top, left = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-        steps = steps[:, top:top + crop, left:left + crop]
+        steps = steps[:, top : top + crop, left : left + crop]
         return normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
 
     def segments_in_steps(self, video: VideoInfo, fps: float) -> tuple[np.ndarray, np.ndarray]:

@@ -13,14 +13,20 @@ import numpy as np
 
 _D = float(np.sqrt(0.5))
 LINEAR_DIRECTIONS = {
-    "MoveRight": (1.0, 0.0), "MoveLeft": (-1.0, 0.0), "MoveUp": (0.0, -1.0), "MoveDown": (0.0, 1.0),
-    "MoveDiagonalDownRight": (_D, _D), "MoveDiagonalUpLeft": (-_D, -_D),
-    "MoveDiagonalUpRight": (_D, -_D), "MoveDiagonalDownLeft": (-_D, _D),
+    "MoveRight": (1.0, 0.0),
+    "MoveLeft": (-1.0, 0.0),
+    "MoveUp": (0.0, -1.0),
+    "MoveDown": (0.0, 1.0),
+    "MoveDiagonalDownRight": (_D, _D),
+    "MoveDiagonalUpLeft": (-_D, -_D),
+    "MoveDiagonalUpRight": (_D, -_D),
+    "MoveDiagonalDownLeft": (-_D, _D),
 }
 
 # Object radius as a fraction of the frame: large enough to fill a good part of a 16x16
 # patch of the tiny model's 32x32 input, so a ViT trained from scratch sees it.
 OBJECT_RADIUS = (0.12, 0.2)
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -69,7 +75,6 @@ def frame_count(duration: float, fps: float) -> int:
 # ---------------------------------------------------------------- planning
 
 
-
 def object_colour(rng: np.random.Generator, contrast: float) -> tuple[float, float, float]:
     # Brighter than the grey background with a random tint: hue never identifies a class, and
     # objects differ from the background in a consistent direction (as foreground objects in
@@ -80,7 +85,6 @@ def object_colour(rng: np.random.Generator, contrast: float) -> tuple[float, flo
     return tuple(float(c) for c in np.clip(rgb, 0, 255))
 
 
-
 def trajectory(actor: Actor, t: np.ndarray):
     """Return (x, y, radius, visible) arrays of `actor` at times `t` (seconds)."""
     tau = np.clip(t - actor.start, 0.0, actor.end - actor.start)
@@ -89,7 +93,10 @@ def trajectory(actor: Actor, t: np.ndarray):
     r, on = np.full(t.shape, actor.radius), np.ones(t.shape, bool)
     p = actor.pattern
     if p in LINEAR_DIRECTIONS:
-        x, y = x + LINEAR_DIRECTIONS[p][0] * actor.speed * tau, y + LINEAR_DIRECTIONS[p][1] * actor.speed * tau
+        x, y = (
+            x + LINEAR_DIRECTIONS[p][0] * actor.speed * tau,
+            y + LINEAR_DIRECTIONS[p][1] * actor.speed * tau,
+        )
     elif p.startswith("Orbit"):
         # Image y points down, so a growing angle turns clockwise on screen.
         angle = actor.phase + (1 if p == "OrbitClockwise" else -1) * 2 * np.pi * actor.freq * tau
@@ -150,15 +157,25 @@ def _distractor_paths(rng, config, n):
         width = int(2 * config.fps) + 1
         steps = rng.normal(size=(n + width - 1, 2))
         # Smoothed white noise gives a wandering velocity with no consistent direction.
-        vel = np.stack([np.convolve(steps[:, k], np.hanning(width + 2)[1:-1], "valid")
-                        for k in range(2)], axis=1)
+        vel = np.stack(
+            [np.convolve(steps[:, k], np.hanning(width + 2)[1:-1], "valid") for k in range(2)],
+            axis=1,
+        )
         vel *= rng.uniform(0.05, 0.2) * s / config.fps / (vel.std() + 1e-9)
         free = rng.uniform(0, s - 1 - 2 * radius, size=2) + np.cumsum(vel, axis=0)
         # Reflect the free path into the frame (a triangle wave), keeping it continuous.
         span = s - 1 - 2 * radius
         pos = radius + span - np.abs(free % (2 * span) - span)
-        paths.append((str(rng.choice(["square", "disk"])), object_colour(rng, config.contrast),
-                       pos[:, 0], pos[:, 1], np.full(n, radius), np.ones(n, bool)))
+        paths.append(
+            (
+                str(rng.choice(["square", "disk"])),
+                object_colour(rng, config.contrast),
+                pos[:, 0],
+                pos[:, 1],
+                np.full(n, radius),
+                np.ones(n, bool),
+            )
+        )
     return paths
 
 

@@ -35,9 +35,20 @@ logger = logging.getLogger(__name__)
 # Ordered so that any first-K subset mixes motion families (translation, rotation, scale,
 # blinking, oscillation); `classes=K` uses the first K names.
 PATTERNS = (
-    "MoveRight", "OrbitClockwise", "GrowLarger", "BlinkFast", "OscillateHorizontal",
-    "MoveLeft", "OrbitCounterClockwise", "ShrinkSmaller", "OscillateVertical", "MoveUp",
-    "MoveDown", "MoveDiagonalDownRight", "MoveDiagonalUpLeft", "MoveDiagonalUpRight",
+    "MoveRight",
+    "OrbitClockwise",
+    "GrowLarger",
+    "BlinkFast",
+    "OscillateHorizontal",
+    "MoveLeft",
+    "OrbitCounterClockwise",
+    "ShrinkSmaller",
+    "OscillateVertical",
+    "MoveUp",
+    "MoveDown",
+    "MoveDiagonalDownRight",
+    "MoveDiagonalUpLeft",
+    "MoveDiagonalUpRight",
     "MoveDiagonalDownLeft",
 )
 SUBSETS = ("training", "validation", "testing")
@@ -46,12 +57,56 @@ SUBSETS = ("training", "validation", "testing")
 # 0%, 5%, ..., 100% quantiles (seconds) of instance length, and of the gap from one instance's
 # end to the next instance's start (instances sorted by start; negative = overlap, ~9%).
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)
-THUMOS14_DURATION_QUANTILES = np.array([
-    0.2, 0.8, 1.0, 1.2, 1.4, 1.6, 1.9, 2.1, 2.4, 2.7, 3.0,
-    3.5, 4.0, 4.6, 5.3, 5.9, 6.5, 7.5, 8.5, 10.7, 118.1])
-THUMOS14_GAP_QUANTILES = np.array([
-    -19.5, -1.7, 0.0, 0.2, 0.4, 0.7, 0.9, 1.2, 1.6, 2.0, 2.5,
-    3.2, 4.0, 4.98, 6.1, 7.8, 10.2, 13.2, 18.28, 29.84, 400.7])
+THUMOS14_DURATION_QUANTILES = np.array(
+    [
+        0.2,
+        0.8,
+        1.0,
+        1.2,
+        1.4,
+        1.6,
+        1.9,
+        2.1,
+        2.4,
+        2.7,
+        3.0,
+        3.5,
+        4.0,
+        4.6,
+        5.3,
+        5.9,
+        6.5,
+        7.5,
+        8.5,
+        10.7,
+        118.1,
+    ]
+)
+THUMOS14_GAP_QUANTILES = np.array(
+    [
+        -19.5,
+        -1.7,
+        0.0,
+        0.2,
+        0.4,
+        0.7,
+        0.9,
+        1.2,
+        1.6,
+        2.0,
+        2.5,
+        3.2,
+        4.0,
+        4.98,
+        6.1,
+        7.8,
+        10.2,
+        13.2,
+        18.28,
+        29.84,
+        400.7,
+    ]
+)
 MAX_INSTANCE_S = 12.0  # fits one 12.8 s model window
 MIN_INSTANCE_S = 0.2  # the shortest THUMOS14 instance
 _SPLIT_TRIES = 50
@@ -94,8 +149,10 @@ class SynthConfig:
             self.like = str(self.like)
         for name in ("videos", "classes", "seed", "size", "distractors"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool),
-                   f"{name} must be an integer, got {value!r}")
+            _check(
+                isinstance(value, int) and not isinstance(value, bool),
+                f"{name} must be an integer, got {value!r}",
+            )
         for name in ("fps", "min_duration", "max_duration", "noise", "contrast", "split_fractions"):
             value = getattr(self, name)
             try:
@@ -103,19 +160,29 @@ class SynthConfig:
             except (TypeError, ValueError):
                 raise PbdError(f"{name} must be numeric, got {value!r}") from None
             setattr(self, name, value)
-        _check(bool(np.isfinite([self.fps, self.max_duration, self.noise]).all()),
-               "fps, max_duration and noise must be finite")
+        _check(
+            bool(np.isfinite([self.fps, self.max_duration, self.noise]).all()),
+            "fps, max_duration and noise must be finite",
+        )
         _check(self.videos >= 3, f"videos must be >= 3 (one per split), got {self.videos}")
-        _check(1 <= self.classes <= len(PATTERNS),
-               f"classes must be in 1..{len(PATTERNS)}, got {self.classes}")
+        _check(
+            1 <= self.classes <= len(PATTERNS),
+            f"classes must be in 1..{len(PATTERNS)}, got {self.classes}",
+        )
         _check(self.fps > 0, f"fps must be > 0, got {self.fps}")
-        _check(self.size >= 16 and self.size % 2 == 0,
-               f"size must be an even number >= 16, got {self.size}")
-        _check(0 < self.min_duration <= self.max_duration,
-               f"need 0 < min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
+        _check(
+            self.size >= 16 and self.size % 2 == 0,
+            f"size must be an even number >= 16, got {self.size}",
+        )
+        _check(
+            0 < self.min_duration <= self.max_duration,
+            f"need 0 < min_duration <= max_duration, got {self.min_duration}, {self.max_duration}",
+        )
         fractions = self.split_fractions
-        _check(len(fractions) == 3 and min(fractions) > 0 and abs(sum(fractions) - 1) < 1e-3,
-               f"split_fractions must be 3 positive numbers summing to 1, got {fractions}")
+        _check(
+            len(fractions) == 3 and min(fractions) > 0 and abs(sum(fractions) - 1) < 1e-3,
+            f"split_fractions must be 3 positive numbers summing to 1, got {fractions}",
+        )
         _check(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
         _check(self.distractors >= 0, f"distractors must be >= 0, got {self.distractors}")
         _check(0 < self.contrast <= 1, f"contrast must be in (0, 1], got {self.contrast}")
@@ -165,8 +232,9 @@ def _centre(rng, size, margin, travel=0.0):
     return float(rng.uniform(lo, hi)) if lo <= hi else float(size - 1) / 2
 
 
-def sample_actor(rng: np.random.Generator, pattern: str, start: float, end: float,
-                 config: SynthConfig) -> Actor:
+def sample_actor(
+    rng: np.random.Generator, pattern: str, start: float, end: float, config: SynthConfig
+) -> Actor:
     """Draw the look and motion parameters of one instance of `pattern` over [start, end]."""
     s, length = config.size, max(end - start, 1e-3)
     radius = float(rng.uniform(*OBJECT_RADIUS) * s)
@@ -176,28 +244,50 @@ def sample_actor(rng: np.random.Generator, pattern: str, start: float, end: floa
         span = (s - 1 - 2 * radius) / max(abs(ux), abs(uy))
         # Short instances still move visibly and long ones stay inside the frame.
         travel = float(np.clip(rng.uniform(0.08, 0.3) * s * length, 0.15 * s, span))
-        kw = dict(speed=travel / length, x=_centre(rng, s, radius, ux * travel),
-                  y=_centre(rng, s, radius, uy * travel))
+        kw = dict(
+            speed=travel / length,
+            x=_centre(rng, s, radius, ux * travel),
+            y=_centre(rng, s, radius, uy * travel),
+        )
     elif pattern.startswith(("Orbit", "Oscillate")):
         amplitude = float(rng.uniform(0.12, 0.2) * s)
         low = 0.3 / length if pattern.startswith("Orbit") else 0.5 / length
         freq = min(max(float(rng.uniform(0.4, 1.2)), low), config.fps / 5)
-        kw = dict(amplitude=amplitude, freq=freq, phase=float(rng.uniform(0, 2 * np.pi)),
-                  x=_centre(rng, s, radius + amplitude), y=_centre(rng, s, radius + amplitude))
+        kw = dict(
+            amplitude=amplitude,
+            freq=freq,
+            phase=float(rng.uniform(0, 2 * np.pi)),
+            x=_centre(rng, s, radius + amplitude),
+            y=_centre(rng, s, radius + amplitude),
+        )
     elif pattern in ("GrowLarger", "ShrinkSmaller"):
         small, large = rng.uniform(0.03, 0.06) * s, rng.uniform(0.15, 0.22) * s
         radius, target = (small, large) if pattern == "GrowLarger" else (large, small)
-        kw = dict(speed=float((target - radius) / length), x=_centre(rng, s, large),
-                  y=_centre(rng, s, large))
+        kw = dict(
+            speed=float((target - radius) / length),
+            x=_centre(rng, s, large),
+            y=_centre(rng, s, large),
+        )
     elif pattern == "BlinkFast":
-        kw = dict(freq=min(float(rng.uniform(1.5, 3.0)), config.fps / 3),
-                  x=_centre(rng, s, radius), y=_centre(rng, s, radius))
+        kw = dict(
+            freq=min(float(rng.uniform(1.5, 3.0)), config.fps / 3),
+            x=_centre(rng, s, radius),
+            y=_centre(rng, s, radius),
+        )
     else:
         raise PbdError(f"unknown motion pattern {pattern!r}")
     hold = rng.uniform(0.2, 0.6, size=2)
-    return Actor(pattern=pattern, start=start, end=end, hold_before=float(hold[0]),
-                 hold_after=float(hold[1]), shape=str(rng.choice(["square", "disk"])),
-                 colour=object_colour(rng, config.contrast), radius=float(radius), **kw)
+    return Actor(
+        pattern=pattern,
+        start=start,
+        end=end,
+        hold_before=float(hold[0]),
+        hold_after=float(hold[1]),
+        shape=str(rng.choice(["square", "disk"])),
+        colour=object_colour(rng, config.contrast),
+        radius=float(radius),
+        **kw,
+    )
 
 
 def _split_sizes(n: int, fractions) -> list[int]:
@@ -230,8 +320,14 @@ def _read_like(path: str) -> list[tuple[str, float, list[tuple[str, float, float
         for vid in sorted(database):
             duration = float(database[vid]["duration"])
             # Real files (THUMOS14 too) have segments past the stated duration: clip or drop them.
-            segs = sorted((max(0.0, float(a["segment"][0])), min(duration, float(a["segment"][1])),
-                           str(a["label"])) for a in database[vid].get("annotations", []))
+            segs = sorted(
+                (
+                    max(0.0, float(a["segment"][0])),
+                    min(duration, float(a["segment"][1])),
+                    str(a["label"]),
+                )
+                for a in database[vid].get("annotations", [])
+            )
             segs = [(lab, s, e) for s, e, lab in segs if e - s > 1e-6]
             if segs:
                 videos.append((vid, duration, segs))
@@ -267,10 +363,21 @@ def _label_split(group: list, subset: str, config: SynthConfig, rng: np.random.G
         if _cover(labels, config.classes, rng):
             return group, labels
         # Too few instances in this split: draw its generated timelines again.
-        group = [(None, d, [(int(rng.integers(config.classes)), s, e)
-                            for s, e in _timeline(rng, d, config.fps)]) for _, d, _ in group]
-    raise PbdError(f"the {subset} split has too few action instances for {config.classes} "
-                   f"classes; use more or longer videos or fewer classes")
+        group = [
+            (
+                None,
+                d,
+                [
+                    (int(rng.integers(config.classes)), s, e)
+                    for s, e in _timeline(rng, d, config.fps)
+                ],
+            )
+            for _, d, _ in group
+        ]
+    raise PbdError(
+        f"the {subset} split has too few action instances for {config.classes} "
+        f"classes; use more or longer videos or fewer classes"
+    )
 
 
 def plan_videos(config: SynthConfig) -> list[VideoPlan]:
@@ -283,13 +390,22 @@ def plan_videos(config: SynthConfig) -> list[VideoPlan]:
     timings = list(_timings(config, rng))
     plans, first = [], 0
     for subset, count in zip(SUBSETS, _split_sizes(len(timings), config.split_fractions)):
-        group, labels = _label_split(timings[first:first + count], subset, config, rng)
+        group, labels = _label_split(timings[first : first + count], subset, config, rng)
         labels = iter(labels)
         for source, duration, segs in group:
-            actors = tuple(sample_actor(rng, PATTERNS[next(labels)], s, e, config)
-                           for _, s, e in segs)
-            plans.append(VideoPlan(f"synth_{len(plans):05d}", subset, duration, actors,
-                                   int(rng.integers(2**31)), source))
+            actors = tuple(
+                sample_actor(rng, PATTERNS[next(labels)], s, e, config) for _, s, e in segs
+            )
+            plans.append(
+                VideoPlan(
+                    f"synth_{len(plans):05d}",
+                    subset,
+                    duration,
+                    actors,
+                    int(rng.integers(2**31)),
+                    source,
+                )
+            )
         first += count
     return plans
 
@@ -328,17 +444,24 @@ def annotations(plans: list[VideoPlan], config: SynthConfig) -> dict:
     """The ActivityNet-format annotation dict for `plans`, with the config that made them."""
     database = {}
     for plan in plans:
-        entry = {"subset": plan.subset, "duration": plan.duration, "fps": config.fps,
-                 "annotations": [{"label": a.pattern, "segment": [a.start, a.end]}
-                                 for a in plan.actors]}
+        entry = {
+            "subset": plan.subset,
+            "duration": plan.duration,
+            "fps": config.fps,
+            "annotations": [{"label": a.pattern, "segment": [a.start, a.end]} for a in plan.actors],
+        }
         if plan.source is not None:
             entry["source"] = plan.source
         database[plan.video_id] = entry
     return {"version": "synthetic-1", "database": database, "synthetic": config.to_dict()}
 
 
-def make_synthetic(out_dir: str | Path, config: SynthConfig, force: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> Path:
+def make_synthetic(
+    out_dir: str | Path,
+    config: SynthConfig,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Write a synthetic benchmark: `annotations.json` plus `videos/<video_id>.mp4`.
 
     The data set is built in a sibling temporary directory and renamed into place only when
@@ -363,8 +486,9 @@ def make_synthetic(out_dir: str | Path, config: SynthConfig, force: bool = False
         (tmp / "videos").mkdir()
         for done, plan in enumerate(plans, 1):
             _encode(tmp / "videos" / f"{plan.video_id}.mp4", iter_frames(plan, config), config)
-            logger.debug("wrote %s (%.1f s, %d actions)", plan.video_id, plan.duration,
-                         len(plan.actors))
+            logger.debug(
+                "wrote %s (%.1f s, %d actions)", plan.video_id, plan.duration, len(plan.actors)
+            )
             if progress is not None:
                 progress(done, len(plans))
         text = json.dumps(annotations(plans, config), indent=1)

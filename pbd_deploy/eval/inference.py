@@ -43,28 +43,42 @@ def window_candidates(scores, segments, positions, valid_points, to_seconds, dur
     return select_topk(scores[keep], secs, config)
 
 
-def detect_video(model, dataset: TadDataset, video: VideoInfo, config: PostprocessConfig,
-                 batch_size: int = 8, device: str = "cpu") -> list[dict]:
+def detect_video(
+    model,
+    dataset: TadDataset,
+    video: VideoInfo,
+    config: PostprocessConfig,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> list[dict]:
     """Detections of one video: sliding windows, per-window top-k, then per-class NMS."""
     _, fps = dataset.load(video)
     positions = model.positions.cpu().numpy()
     windows = list(dataset.sliding_windows(video))
     parts = []
     for i in range(0, len(windows), batch_size):
-        batch = windows[i:i + batch_size]
+        batch = windows[i : i + batch_size]
         x = torch.from_numpy(np.stack([w[1] for w in batch])).to(device)
         with torch.no_grad():
             scores, segments = model.predict(x)
         for (start, _, valid), sc, sg in zip(batch, scores.cpu().numpy(), segments.cpu().numpy()):
             to_sec = lambda p, s=start: dataset.points_to_seconds(p, s, fps)  # noqa: E731
-            parts.append(window_candidates(sc, sg, positions, valid, to_sec, video.duration, config))
+            parts.append(
+                window_candidates(sc, sg, positions, valid, to_sec, video.duration, config)
+            )
     segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
     dets = postprocess(segs, scs, labels, config)
     return detections_to_dicts(*dets, dataset.config.class_names)
 
 
-def predict_split(model, dataset: TadDataset, role: str, config: PostprocessConfig | None = None,
-                  device: str = "cpu", progress: Progress | None = None) -> dict[str, list[dict]]:
+def predict_split(
+    model,
+    dataset: TadDataset,
+    role: str,
+    config: PostprocessConfig | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, list[dict]]:
     """Detections for every video of a split: {video_id: [{label, segment, score}]}."""
     config = config or PostprocessConfig()
     videos = dataset.split(role)
@@ -77,19 +91,32 @@ def predict_split(model, dataset: TadDataset, role: str, config: PostprocessConf
     return out
 
 
-def evaluate_model(model, dataset: TadDataset, role: str = "test",
-                   config: PostprocessConfig | None = None, thresholds=THUMOS_THRESHOLDS,
-                   device: str = "cpu", progress: Progress | None = None,
-                   ) -> tuple[DetectionResult, dict[str, list[dict]]]:
+def evaluate_model(
+    model,
+    dataset: TadDataset,
+    role: str = "test",
+    config: PostprocessConfig | None = None,
+    thresholds=THUMOS_THRESHOLDS,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> tuple[DetectionResult, dict[str, list[dict]]]:
     """mAP of `model` on one split of `dataset`, and the predictions it was computed from."""
     predictions = predict_split(model, dataset, role, config, device, progress)
     result = evaluate_detections(ground_truth(dataset.split(role)), predictions, thresholds)
     return result, predictions
 
 
-def evaluate_path(model, data=None, annotations=None, split: str = "test",
-                  thresholds: str = "thumos", device: str = "cpu", save_predictions=None,
-                  progress: Progress | None = None, past_end: str = "error") -> DetectionResult:
+def evaluate_path(
+    model,
+    data=None,
+    annotations=None,
+    split: str = "test",
+    thresholds: str = "thumos",
+    device: str = "cpu",
+    save_predictions=None,
+    progress: Progress | None = None,
+    past_end: str = "error",
+) -> DetectionResult:
     """`pbd-deploy eval`: score a model directory on DATA, or a predictions file on ANN.json."""
     levels = {"thumos": THUMOS_THRESHOLDS, "activitynet": ACTIVITYNET_THRESHOLDS}[thresholds]
     path = Path(model)
@@ -97,8 +124,14 @@ def evaluate_path(model, data=None, annotations=None, split: str = "test",
         if not data:
             raise PbdError("evaluating a model needs --data DATA")
         detector = load_model(path, device)
-        result, predictions = evaluate_model(detector, TadDataset(data, detector.config, past_end), split,
-                                             thresholds=levels, device=device, progress=progress)
+        result, predictions = evaluate_model(
+            detector,
+            TadDataset(data, detector.config, past_end),
+            split,
+            thresholds=levels,
+            device=device,
+            progress=progress,
+        )
     elif path.suffix == ".json":
         if not annotations:
             raise PbdError("scoring a predictions file needs --annotations ANN.json")

@@ -70,7 +70,9 @@ class LocalTransformerLayer(nn.Module):
         h = x.transpose(1, 2)  # (B, T, C)
         qkv = self.qkv(self.norm1(h)).reshape(b, t, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(t, self.window, x.device))
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=band_mask(t, self.window, x.device)
+        )
         h = h + self.proj(attn.transpose(1, 2).reshape(b, t, c))
         h = h + self.mlp(self.norm2(h))
         return h.transpose(1, 2)
@@ -107,7 +109,9 @@ class ActionFormerHead(nn.Module):
         super().__init__()
         c = config
         if len(c.regression_ranges) < c.levels:
-            raise PbdError(f"head has {c.levels} levels but {len(c.regression_ranges)} regression ranges")
+            raise PbdError(
+                f"head has {c.levels} levels but {len(c.regression_ranges)} regression ranges"
+            )
         self.config, self.num_classes = c, num_classes
         # Backbone features (a from-scratch or freshly pruned ViT especially) carry a large
         # constant per-channel offset and a small content signal; the channel LayerNorms
@@ -115,7 +119,8 @@ class ActionFormerHead(nn.Module):
         # (batch, time) standardises each channel; it folds into the first conv on export.
         self.input_norm = nn.BatchNorm1d(c.in_dim) if c.input_norm else nn.Identity()
         self.embed = nn.Sequential(
-            ConvBlock(c.in_dim, c.dim), *(ConvBlock(c.dim, c.dim) for _ in range(c.embed_layers - 1))
+            ConvBlock(c.in_dim, c.dim),
+            *(ConvBlock(c.dim, c.dim) for _ in range(c.embed_layers - 1)),
         )
         self.stem = nn.ModuleList(
             LocalTransformerLayer(c.dim, c.heads, c.attn_window) for _ in range(c.stem_layers)
@@ -131,8 +136,9 @@ class ActionFormerHead(nn.Module):
 
     def reset_parameters(self) -> None:
         # Start every point at the prior probability so focal loss is stable (RetinaNet).
-        nn.init.constant_(self.cls_head.out.bias, -math.log((1 - self.config.prior_prob) /
-                                                            self.config.prior_prob))
+        nn.init.constant_(
+            self.cls_head.out.bias, -math.log((1 - self.config.prior_prob) / self.config.prior_prob)
+        )
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features of every level: list of (B, dim, length / 2**l)."""
@@ -146,7 +152,7 @@ class ActionFormerHead(nn.Module):
         return [channel_norm(f, n) for f, n in zip(levels, self.level_norms)]
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level: class logits (B, T_l, K) and offsets to start/end in level-0 steps (B, T_l, 2)."""
+        """Per level: class logits (B, T_l, K), start/end offsets in level-0 steps (B, T_l, 2)."""
         logits, offsets = [], []
         for level, f in enumerate(self.pyramid(x)):
             logits.append(self.cls_head(f).transpose(1, 2))
@@ -169,7 +175,9 @@ def point_grid(config: HeadConfig, device=None) -> tuple[torch.Tensor, torch.Ten
         n = math.ceil(config.length / stride)
         positions.append(torch.arange(n, dtype=torch.float32) * stride)
         strides.append(torch.full((n,), float(stride)))
-        ranges.append(torch.tensor(config.regression_ranges[level], dtype=torch.float32).expand(n, 2))
+        ranges.append(
+            torch.tensor(config.regression_ranges[level], dtype=torch.float32).expand(n, 2)
+        )
     cat = lambda xs: torch.cat(xs).to(device)  # noqa: E731
     return cat(positions), cat(strides), cat(ranges)
 
@@ -180,7 +188,10 @@ def decode_segments(positions: torch.Tensor, offsets: torch.Tensor) -> torch.Ten
 
 
 def assign_targets(
-    segments: torch.Tensor, labels: torch.Tensor, num_classes: int, config: HeadConfig,
+    segments: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    config: HeadConfig,
     grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ActionFormer label assignment for one window.
@@ -198,8 +209,13 @@ def assign_targets(
     left, right = p - segments[:, 0], segments[:, 1] - p  # (N, M)
     center = segments.mean(1)
     radius = strides[:, None] * config.center_radius
-    near_center = torch.minimum(p - torch.maximum(center - radius, segments[:, 0]),
-                                torch.minimum(center + radius, segments[:, 1]) - p) > 0
+    near_center = (
+        torch.minimum(
+            p - torch.maximum(center - radius, segments[:, 0]),
+            torch.minimum(center + radius, segments[:, 1]) - p,
+        )
+        > 0
+    )
     reach = torch.maximum(left, right)
     in_range = (reach >= ranges[:, :1]) & (reach <= ranges[:, 1:])
     lengths = (segments[:, 1] - segments[:, 0]).expand(n, -1).clone()
@@ -224,8 +240,13 @@ def diou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def detection_loss(
-    logits: torch.Tensor, offsets: torch.Tensor, cls_targets: torch.Tensor,
-    reg_targets: torch.Tensor, valid: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
+    logits: torch.Tensor,
+    offsets: torch.Tensor,
+    cls_targets: torch.Tensor,
+    reg_targets: torch.Tensor,
+    valid: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
 ) -> dict[str, torch.Tensor]:
     """Sigmoid focal + DIoU, both normalised by the number of positive points.
 

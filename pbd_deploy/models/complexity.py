@@ -28,7 +28,9 @@ def count_macs(config: DetectorConfig, batch: int = 1) -> dict[str, int]:
     with counter, torch.no_grad():
         model(x)
     per_module = counter.get_flop_counts()
+
     def macs(prefix):
         return int(sum(per_module.get(prefix, {}).values()) // 2)
+
     total = int(counter.get_total_flops() // 2)
     return {"total": total, "backbone": macs("Detector.backbone"), "head": macs("Detector.head")}

@@ -30,12 +30,19 @@ _SKIPPED = re.compile(
 )
 
 _MMACTION_BLOCK = {
-    "norm1": "norm1", "norm2": "norm2", "attn.qkv": "attn.qkv", "attn.proj": "attn.proj",
-    "mlp.layers.0.0": "mlp.fc1", "mlp.layers.1": "mlp.fc2",
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "attn.qkv": "attn.qkv",
+    "attn.proj": "attn.proj",
+    "mlp.layers.0.0": "mlp.fc1",
+    "mlp.layers.1": "mlp.fc2",
 }
 _HF_BLOCK = {
-    "layernorm_before": "norm1", "layernorm_after": "norm2", "attention.output.dense": "attn.proj",
-    "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
 }
 
 
@@ -58,8 +65,14 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, ValueError, EOFError,
-            OSError) as exc:
+    except (
+        SafetensorError,
+        pickle.UnpicklingError,
+        RuntimeError,
+        ValueError,
+        EOFError,
+        OSError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PbdError(f"cannot read checkpoint {path}: {first[:200]}") from None
     for key in ("state_dict", "model", "module"):
@@ -76,8 +89,10 @@ def map_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], C
         return _map_hf(state)
     if any(re.search(r"(^|\.)blocks\.\d+\.attn\.qkv\.weight$", k) for k in state):
         return _map_mmaction(state)
-    raise PbdError("unrecognised checkpoint: expected OpenTAD/mmaction VideoMAE keys "
-                   "(…blocks.0.attn.qkv.weight) or HuggingFace VideoMAE keys (…encoder.layer.0…)")
+    raise PbdError(
+        "unrecognised checkpoint: expected OpenTAD/mmaction VideoMAE keys "
+        "(…blocks.0.attn.qkv.weight) or HuggingFace VideoMAE keys (…encoder.layer.0…)"
+    )
 
 
 def _map_mmaction(state):
@@ -89,9 +104,9 @@ def _map_mmaction(state):
             out[f"backbone.blocks.{bias[1]}.attn.{bias[2]}"] = value
         elif m and m[2] in _MMACTION_BLOCK:
             out[f"backbone.blocks.{m[1]}.{_MMACTION_BLOCK[m[2]]}.{m[3]}"] = value
-        elif (pe := re.match(r"(?:.*\.)?patch_embed\.projection\.(weight|bias)$", key)):
+        elif pe := re.match(r"(?:.*\.)?patch_embed\.projection\.(weight|bias)$", key):
             out[f"backbone.patch_embed.{pe[1]}"] = value
-        elif (nm := re.match(r"(?:.*\.)?backbone\.norm\.(weight|bias)$", key)):
+        elif nm := re.match(r"(?:.*\.)?backbone\.norm\.(weight|bias)$", key):
             out[f"backbone.norm.{nm[1]}"] = value
         else:
             _skip_or_keep(key, value, out, conv)
@@ -116,9 +131,9 @@ def _map_hf(state):
                 out[f"backbone.blocks.{m[1]}.attn.{part[0]}_bias"] = value
         elif m and m[2] in _HF_BLOCK:
             out[f"backbone.blocks.{m[1]}.{_HF_BLOCK[m[2]]}.{m[3]}"] = value
-        elif (pe := re.match(r"(?:.*\.)?patch_embeddings\.projection\.(weight|bias)$", key)):
+        elif pe := re.match(r"(?:.*\.)?patch_embeddings\.projection\.(weight|bias)$", key):
             out[f"backbone.patch_embed.{pe[1]}"] = value
-        elif (nm := re.match(r"(?:videomae\.)?layernorm\.(weight|bias)$", key)):
+        elif nm := re.match(r"(?:videomae\.)?layernorm\.(weight|bias)$", key):
             out[f"backbone.norm.{nm[1]}"] = value
         else:
             _skip_or_keep(key, value, out, conv)
@@ -126,7 +141,8 @@ def _map_hf(state):
         if set(parts) != {"query", "key", "value"}:
             raise PbdError(f"HuggingFace layer {i} lacks one of query/key/value weights")
         out[f"backbone.blocks.{i}.attn.qkv.weight"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]])
+            [parts["query"], parts["key"], parts["value"]]
+        )
     conv.mapped = len(state) - len(conv.skipped)
     return out, conv
 
@@ -151,8 +167,11 @@ def convert_checkpoint(path: str | Path, model: Detector) -> tuple[Detector, Con
     has_norm = any(k.startswith("backbone.norm.") for k in mapped)
     if has_norm != model.config.backbone.final_norm:
         model.config.backbone.final_norm = has_norm
-        model.backbone.norm = torch.nn.LayerNorm(model.config.backbone.dim, eps=1e-6) \
-            if has_norm else torch.nn.Identity()
+        model.backbone.norm = (
+            torch.nn.LayerNorm(model.config.backbone.dim, eps=1e-6)
+            if has_norm
+            else torch.nn.Identity()
+        )
     state = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}
     load_state(model, {**state, **mapped}, str(path))
     return model, conv
@@ -162,7 +181,13 @@ def convert_model_dir(ckpt, name: str, out_dir, class_names: list[str], force: b
     """`pbd-deploy convert`: checkpoint -> model directory of architecture `name`."""
     prepare_output(out_dir, force)
     model, conversion = convert_checkpoint(ckpt, Detector(model_config(name, class_names)))
-    add_history(model, "convert", source=str(ckpt), format=conversion.source_format,
-                mapped=conversion.mapped, skipped=len(conversion.skipped))
+    add_history(
+        model,
+        "convert",
+        source=str(ckpt),
+        format=conversion.source_format,
+        mapped=conversion.mapped,
+        skipped=len(conversion.skipped),
+    )
     save_model(model, out_dir, force)
     return conversion

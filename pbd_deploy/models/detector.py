@@ -107,7 +107,7 @@ def _build(cls, data: dict):
 
 
 class Detector(nn.Module):
-    """Temporal action detector: frames (B, 3, T, H, W) or features (B, C, T) -> per-point outputs."""
+    """Temporal action detector: frames (B, 3, T, H, W) or features (B, C, T) -> point outputs."""
 
     def __init__(self, config: DetectorConfig):
         super().__init__()

@@ -71,8 +71,11 @@ def load_state(model: torch.nn.Module, state: dict, source: str) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise PbdError(
             f"{source} does not match the {getattr(model, 'config', None) and model.config.name} "

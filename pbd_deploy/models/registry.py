@@ -38,7 +38,12 @@ def _tiny() -> dict:
         input=InputConfig(window=128, fps=10.0, resize=36, crop=32),
         backbone=BackboneConfig(dim=64, depth=12, heads=4, img_size=32, drop_path=0.1),
         head=HeadConfig(
-            in_dim=64, dim=64, length=64, levels=5, heads=4, attn_window=9,
+            in_dim=64,
+            dim=64,
+            length=64,
+            levels=5,
+            heads=4,
+            attn_window=9,
             regression_ranges=[[0, 4], [4, 8], [8, 16], [16, 32], [32, 10000]],
         ),
     )

@@ -128,7 +128,10 @@ class VideoMAEBackbone(nn.Module):
         self.config = config
         c = config
         self.patch_embed = nn.Conv3d(
-            3, c.dim, kernel_size=(c.tubelet, c.patch, c.patch), stride=(c.tubelet, c.patch, c.patch)
+            3,
+            c.dim,
+            kernel_size=(c.tubelet, c.patch, c.patch),
+            stride=(c.tubelet, c.patch, c.patch),
         )
         self.blocks = nn.ModuleList(
             Block(c.dim, c.heads, c.mlp_dim(i), c.drop_path) for i in range(len(c.block_indices))

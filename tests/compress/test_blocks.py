@@ -12,8 +12,9 @@ def forward_skipping(model, frames, skip):
     for index, block in zip(bb.block_indices, bb.blocks):
         if index not in skip:
             x = block(x)
-    feats = torch.nn.functional.interpolate(bb.pool(x, grid), size=model.config.head.length,
-                                            mode="linear")
+    feats = torch.nn.functional.interpolate(
+        bb.pool(x, grid), size=model.config.head.length, mode="linear"
+    )
     logits, offsets = model.head(feats)
     return torch.cat(logits, 1), torch.cat(offsets, 1)
 

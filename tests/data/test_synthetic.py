@@ -92,15 +92,18 @@ def test_timing_follows_thumos_statistics():
 
 def test_like_copies_timing(tmp_path):
     source = json.loads(THUMOS.read_text())["database"]
-    config = SynthConfig(videos=6, classes=4, like=str(THUMOS), fps=1.0, size=16,
-                         split_fractions=(0.5, 0.17, 0.33))
+    config = SynthConfig(
+        videos=6, classes=4, like=str(THUMOS), fps=1.0, size=16, split_fractions=(0.5, 0.17, 0.33)
+    )
     plans = plan_videos(config)
     assert len(plans) == 6 and {p.subset for p in plans} == set(SUBSETS)
     for plan in plans:
         entry = source[plan.source]
         assert plan.duration == entry["duration"]
-        segs = sorted([max(0.0, s), min(e, entry["duration"])]
-                      for s, e in (a["segment"] for a in entry["annotations"]))
+        segs = sorted(
+            [max(0.0, s), min(e, entry["duration"])]
+            for s, e in (a["segment"] for a in entry["annotations"])
+        )
         assert [[a.start, a.end] for a in plan.actors] == [s for s in segs if s[1] > s[0]]
     out = make_synthetic(tmp_path / "like", config)
     data = _db(out)
@@ -148,11 +151,22 @@ def test_mpeg4_fallback(tmp_path, monkeypatch):
         assert len(list(container.decode(video=0))) > 90
 
 
-@pytest.mark.parametrize("bad", [
-    dict(classes=0), dict(classes=len(PATTERNS) + 1), dict(videos=2), dict(size=63),
-    dict(fps=0), dict(min_duration=5, max_duration=4), dict(split_fractions=(0.5, 0.5, 0)),
-    dict(contrast=1.5), dict(noise=-1), dict(fps="fast"), dict(videos=3.5),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(classes=0),
+        dict(classes=len(PATTERNS) + 1),
+        dict(videos=2),
+        dict(size=63),
+        dict(fps=0),
+        dict(min_duration=5, max_duration=4),
+        dict(split_fractions=(0.5, 0.5, 0)),
+        dict(contrast=1.5),
+        dict(noise=-1),
+        dict(fps="fast"),
+        dict(videos=3.5),
+    ],
+)
 def test_config_validation(bad):
     with pytest.raises(PbdError):
         SynthConfig(**bad)

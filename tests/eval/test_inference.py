@@ -31,8 +31,13 @@ class Oracle(torch.nn.Module):
             start = self.starts.pop(0)
             scale = self.config.head.length / self.config.input.window
             points = torch.tensor((segs - start) * scale - 0.5, dtype=torch.float32)
-            cls, reg = assign_targets(points, torch.tensor(labels), len(self.config.class_names),
-                                      self.config.head, self.grid)
+            cls, reg = assign_targets(
+                points,
+                torch.tensor(labels),
+                len(self.config.class_names),
+                self.config.head,
+                self.grid,
+            )
             scores.append(cls)
             segments.append(decode_segments(self.grid[0], reg))
         return torch.stack(scores), torch.stack(segments)
@@ -56,15 +61,18 @@ def test_oracle_predictions_score_perfect_map(long_window_dataset, monkeypatch):
         starts = [s for s, _, _ in ds.sliding_windows(video)]
         assert len(starts) == 1, "synthetic test videos are shorter than one 12.8 s window"
         oracle = Oracle(ds, video, starts)
-        predictions[video.video_id] = inference.detect_video(oracle, ds, video,
-                                                             inference.PostprocessConfig())
+        predictions[video.video_id] = inference.detect_video(
+            oracle, ds, video, inference.PostprocessConfig()
+        )
     result = evaluate_detections(ground_truth(videos), predictions, THUMOS_THRESHOLDS)
     np.testing.assert_allclose(result.mAP, 1.0)
     # boundaries come back to the annotation's seconds (video ends clip the last one)
     for video in videos:
         for ann in video.annotations:
-            best = max((p for p in predictions[video.video_id] if p["label"] == ann.label),
-                       key=lambda p: p["score"] - abs(p["segment"][0] - ann.start))
+            best = max(
+                (p for p in predictions[video.video_id] if p["label"] == ann.label),
+                key=lambda p: p["score"] - abs(p["segment"][0] - ann.start),
+            )
             assert best["segment"][0] == pytest.approx(ann.start, abs=1e-6)
 
 

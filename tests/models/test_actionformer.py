@@ -13,8 +13,15 @@ from pbd_deploy.models.actionformer import (
     sigmoid_focal,
 )
 
-CONFIG = HeadConfig(in_dim=8, dim=16, length=32, levels=3, heads=2, attn_window=5,
-                    regression_ranges=[[0, 4], [4, 8], [8, 10000]])
+CONFIG = HeadConfig(
+    in_dim=8,
+    dim=16,
+    length=32,
+    levels=3,
+    heads=2,
+    attn_window=5,
+    regression_ranges=[[0, 4], [4, 8], [8, 10000]],
+)
 
 
 def brute_force_targets(segments, labels, num_classes, config):
@@ -83,8 +90,9 @@ def test_diou_is_zero_for_a_perfect_prediction_and_matches_the_formula():
 def test_sigmoid_focal_matches_the_formula():
     logits, targets = torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0])
     p = torch.sigmoid(logits)
-    expected = torch.stack([0.25 * -torch.log(p[0]) * (1 - p[0]) ** 2,
-                            0.75 * -torch.log(1 - p[1]) * p[1] ** 2])
+    expected = torch.stack(
+        [0.25 * -torch.log(p[0]) * (1 - p[0]) ** 2, 0.75 * -torch.log(1 - p[1]) * p[1] ** 2]
+    )
     torch.testing.assert_close(sigmoid_focal(logits, targets, 0.25, 2.0), expected)
 
 

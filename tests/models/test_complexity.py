@@ -14,8 +14,10 @@ def analytic_backbone_macs(config) -> int:
     n = bb.chunk_frames // bb.tubelet * grid * grid  # tokens per chunk
     c = bb.dim
     patch = n * c * 3 * bb.tubelet * bb.patch**2
-    blocks = sum(n * 3 * c * c + 2 * n * n * c + n * c * c + 2 * n * c * bb.mlp_dim(i)
-                 for i in range(len(bb.block_indices)))
+    blocks = sum(
+        n * 3 * c * c + 2 * n * n * c + n * c * c + 2 * n * c * bb.mlp_dim(i)
+        for i in range(len(bb.block_indices))
+    )
     return chunks * (patch + blocks)
 
 

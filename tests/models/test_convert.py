@@ -12,8 +12,11 @@ from tests.conftest import tiny_config
 
 def to_opentad(model):
     """Our backbone's weights under AdaTAD/OpenTAD's mmaction key names, plus head keys."""
-    names = {"mlp.fc1": "mlp.layers.0.0", "mlp.fc2": "mlp.layers.1",
-             "patch_embed": "patch_embed.projection"}
+    names = {
+        "mlp.fc1": "mlp.layers.0.0",
+        "mlp.fc2": "mlp.layers.1",
+        "patch_embed": "patch_embed.projection",
+    }
     state = {}
     for key, value in model.backbone.state_dict().items():
         for ours, theirs in names.items():
@@ -42,9 +45,18 @@ def test_huggingface_videomae_gives_the_same_tokens(tmp_path):
     from safetensors.torch import save_file
 
     hf_config = transformers.VideoMAEConfig(
-        image_size=32, patch_size=16, num_frames=16, tubelet_size=2, hidden_size=32,
-        num_hidden_layers=4, num_attention_heads=2, intermediate_size=128,
-        use_mean_pooling=False, layer_norm_eps=1e-6, qkv_bias=True)
+        image_size=32,
+        patch_size=16,
+        num_frames=16,
+        tubelet_size=2,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=128,
+        use_mean_pooling=False,
+        layer_norm_eps=1e-6,
+        qkv_bias=True,
+    )
     torch.manual_seed(0)
     hf = transformers.VideoMAEModel(hf_config).eval()
     with torch.no_grad():  # non-zero q/v biases so a wrong mapping shows
@@ -104,16 +116,37 @@ def test_convert_command_writes_a_loadable_model_dir(tmp_path):
 
     source = Detector(model_config("videomae-tiny", ["x", "y"]))
     torch.save(to_opentad(source), tmp_path / "t.pth")
-    result = CliRunner().invoke(main, ["convert", str(tmp_path / "t.pth"), "--model",
-                                       "videomae-tiny", "--out", str(tmp_path / "out"),
-                                       "--classes", "x,y"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(tmp_path / "t.pth"),
+            "--model",
+            "videomae-tiny",
+            "--out",
+            str(tmp_path / "out"),
+            "--classes",
+            "x,y",
+        ],
+    )
     assert result.exit_code == 0, result.output
     loaded = load_model(tmp_path / "out")
-    torch.testing.assert_close(loaded.backbone.blocks[3].attn.qkv.weight,
-                               source.backbone.blocks[3].attn.qkv.weight)
+    torch.testing.assert_close(
+        loaded.backbone.blocks[3].attn.qkv.weight, source.backbone.blocks[3].attn.qkv.weight
+    )
     assert loaded.config.history[-1]["stage"] == "convert"
-    result = CliRunner().invoke(main, ["convert", str(tmp_path / "a.pth"), "--model",
-                                       "videomae-tiny", "--out", str(tmp_path / "o2"),
-                                       "--classes", "x,y"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "convert",
+            str(tmp_path / "a.pth"),
+            "--model",
+            "videomae-tiny",
+            "--out",
+            str(tmp_path / "o2"),
+            "--classes",
+            "x,y",
+        ],
+    )
     assert result.exit_code == 2 and "does not match" in result.output
     assert not (tmp_path / "o2").exists()

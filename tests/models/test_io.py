@@ -21,7 +21,10 @@ def test_model_directory_round_trips_exactly(tiny_model, tmp_path):
     frames = torch.randn(1, 3, 32, 32, 32)
     with torch.no_grad():
         assert torch.equal(small(frames)[0], loaded(frames)[0])
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
 
 
 def test_existing_output_needs_force_and_nothing_half_written(tiny_model, tmp_path):
@@ -59,9 +62,13 @@ def test_weights_of_another_architecture_are_refused(tiny_model, tmp_path):
 def test_feature_mode_detector_runs():
     base = tiny_config()
     base.head.in_dim = 24
-    config = DetectorConfig(name="features", class_names=base.class_names, backbone=None,
-                            input=InputConfig(mode="features", window=16, feature_dim=24),
-                            head=base.head)
+    config = DetectorConfig(
+        name="features",
+        class_names=base.class_names,
+        backbone=None,
+        input=InputConfig(mode="features", window=16, feature_dim=24),
+        head=base.head,
+    )
     model = Detector(config)
     scores, segments = model.predict(torch.randn(2, 24, 16))
     assert scores.shape == (2, 16 + 8 + 4, 3) and segments.shape == (2, 28, 2)

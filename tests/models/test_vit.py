@@ -38,7 +38,7 @@ def test_chunks_are_processed_independently_and_pooled_over_space():
     frames = torch.randn(1, 3, 48, 32, 32)  # three 16-frame chunks
     with torch.no_grad():
         whole = backbone(frames)
-        parts = [backbone(frames[:, :, i * 16:(i + 1) * 16]) for i in range(3)]
+        parts = [backbone(frames[:, :, i * 16 : (i + 1) * 16]) for i in range(3)]
     assert whole.shape == (1, 32, 24)  # tubelet 2 -> 8 steps per chunk
     torch.testing.assert_close(whole, torch.cat(parts, dim=2))
 
