@@ -159,8 +159,9 @@ def load_annotations(path: str | Path, *, past_end: str = "error") -> Annotation
     Args:
         path: the JSON file.
         past_end: what to do with segments ending more than END_TOLERANCE_S after the
-            video duration: 'keep' (default; log a warning, as the official THUMOS14
-            ground truth has such segments), 'drop' (log and remove them) or 'error'.
+            video duration: 'error' (default: report them like any other problem),
+            'keep' (log a warning; the official THUMOS14 ground truth has 30 such
+            segments, which then count as misses) or 'drop' (log and remove them).
 
     Returns:
         The validated Annotations.
@@ -179,7 +180,8 @@ def load_annotations(path: str | Path, *, past_end: str = "error") -> Annotation
         if info is not None:
             videos[video_id] = info
     if problems:
-        raise PbdError(_problem_line(path, problems))
+        hint = " or pass --past-end keep|drop for segments past the end" if late else ""
+        raise PbdError(_problem_line(path, problems, hint))
     if late:
         videos = _handle_past_end(path, videos, late, past_end)
     return Annotations(videos)
@@ -243,10 +245,7 @@ def _parse_video(
             continue
         if duration is not None and ann.end > duration + END_TOLERANCE_S:
             if past_end == "error":
-                problems.append(
-                    f"{where}.segment: end {ann.end} > duration {duration} "
-                    "(to accept such segments use --past-end keep or drop)"
-                )
+                problems.append(f"{where}.segment: end {ann.end} > duration {duration}")
             late.append((video_id, i))
         annotations.append(ann)
     if missing or len(problems) > before:
@@ -328,12 +327,12 @@ def _pick_by_hash(videos: list[VideoInfo], count: int, salt: str) -> set[str]:
     return {v.video_id for v in sorted(videos, key=key)[:count]}
 
 
-def _problem_line(path: str | Path, problems: list[str]) -> str:
+def _problem_line(path: str | Path, problems: list[str], hint: str = "") -> str:
     listed = problems[:MAX_LISTED_PROBLEMS]
     more = len(problems) - len(listed)
     tail = f"; ... and {more} more" if more else ""
     noun = "problem" if len(problems) == 1 else "problems"
-    return f"{path}: {len(problems)} {noun}: " + "; ".join(listed) + tail + " (fix the file)"
+    return f"{path}: {len(problems)} {noun}: " + "; ".join(listed) + tail + f" (fix the file{hint})"
 
 
 def _is_number(value: Any) -> bool:
