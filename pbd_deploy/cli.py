@@ -79,10 +79,10 @@ class RichProgress:
         self.bars.update(self.tasks[stage], completed=done, total=total, figures=text)
 
 
-def _console():
+def _console(stderr: bool = True):
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=stderr)
 
 
 PAST_END = click.option(
@@ -300,13 +300,7 @@ def _print_info(data: dict) -> None:
     for i, entry in enumerate(data["history"]):
         figures = {k: v for k, v in entry.items() if k not in ("stage", "time", "config")}
         table.add_row(f"history {i}: {entry['stage']}", f"{entry.get('time', '')} {figures}")
-    _console_out().print(table)
-
-
-def _console_out():
-    from rich.console import Console
-
-    return Console()
+    _console(stderr=False).print(table)
 
 
 @main.command()

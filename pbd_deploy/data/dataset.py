@@ -8,7 +8,6 @@ covering `fpf` frames. Point coordinate x (x = 0 is the first point's centre) ma
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from pbd_deploy.data.sampling import crop_segments, sample_window
 from pbd_deploy.data.video import decode_video, normalize, take_window, window_starts
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import DetectorConfig
-
-log = logging.getLogger(__name__)
 
 
 class TadDataset:

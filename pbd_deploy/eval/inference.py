@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Callable
 
@@ -54,10 +55,11 @@ def detect_video(
     """Detections of one video: sliding windows, per-window top-k, then per-class NMS."""
     _, fps = dataset.load(video)
     positions = model.positions.cpu().numpy()
-    windows = list(dataset.sliding_windows(video))
+    # Windows are built lazily, one batch at a time: a real-size window (768 frames at
+    # 160x160) is 236 MB as float32, so a whole video's windows must not be held at once.
+    windows = dataset.sliding_windows(video)
     parts = []
-    for i in range(0, len(windows), batch_size):
-        batch = windows[i : i + batch_size]
+    while batch := list(itertools.islice(windows, batch_size)):
         x = torch.from_numpy(np.stack([w[1] for w in batch])).to(device)
         with torch.no_grad():
             scores, segments = model.predict(x)

@@ -116,7 +116,8 @@ class ActionFormerHead(nn.Module):
         # Backbone features (a from-scratch or freshly pruned ViT especially) carry a large
         # constant per-channel offset and a small content signal; the channel LayerNorms
         # below cannot undo that and training stalls at the prior. BatchNorm over
-        # (batch, time) standardises each channel; it folds into the first conv on export.
+        # (batch, time) standardises each channel; at inference it is a per-channel affine
+        # map, which an exporter can fold into the first conv.
         self.input_norm = nn.BatchNorm1d(c.in_dim) if c.input_norm else nn.Identity()
         self.embed = nn.Sequential(
             ConvBlock(c.in_dim, c.dim),

@@ -6,7 +6,6 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -66,7 +65,7 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> Detector:
     return model.to(device).eval()
 
 
-def load_state(model: torch.nn.Module, state: dict, source: str) -> None:
+def load_state(model: Detector, state: dict, source: str) -> None:
     """Load `state` strictly, turning any key or shape mismatch into one PbdError line."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -78,7 +77,7 @@ def load_state(model: torch.nn.Module, state: dict, source: str) -> None:
     ]
     if missing or unexpected or wrong:
         raise PbdError(
-            f"{source} does not match the {getattr(model, 'config', None) and model.config.name} "
+            f"{source} does not match the {model.config.name} "
             f"architecture: missing keys {_short(missing)}; unexpected keys {_short(unexpected)}; "
             f"wrong shapes {_short(wrong)}"
         )

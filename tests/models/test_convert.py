@@ -2,11 +2,14 @@ import re
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from pbd_deploy.cli import main
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.convert import convert_checkpoint
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import load_model
+from pbd_deploy.models.registry import model_config
 from tests.conftest import tiny_config
 
 
@@ -41,7 +44,7 @@ def test_opentad_checkpoint_converts_to_the_same_backbone(tmp_path):
 
 def test_huggingface_videomae_gives_the_same_tokens(tmp_path):
     """Independent reference: transformers' own VideoMAE implementation."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # a [dev] dependency: this reference must run, not skip
     from safetensors.torch import save_file
 
     hf_config = transformers.VideoMAEConfig(
@@ -106,47 +109,21 @@ def test_unreadable_checkpoints_are_clear_errors(tmp_path):
 
 
 def test_convert_command_writes_a_loadable_model_dir(tmp_path):
-    from click.testing import CliRunner
-
-    from pbd_deploy.cli import main
-
-    torch.save(to_opentad(Detector(tiny_config())), tmp_path / "a.pth")
-    # the CLI builds a registry architecture; use videomae-tiny-shaped weights for it
-    from pbd_deploy.models.registry import model_config
-
     source = Detector(model_config("videomae-tiny", ["x", "y"]))
-    torch.save(to_opentad(source), tmp_path / "t.pth")
-    result = CliRunner().invoke(
-        main,
-        [
-            "convert",
-            str(tmp_path / "t.pth"),
-            "--model",
-            "videomae-tiny",
-            "--out",
-            str(tmp_path / "out"),
-            "--classes",
-            "x,y",
-        ],
-    )
+    torch.save(to_opentad(source), tmp_path / "tiny.pth")
+    torch.save(to_opentad(Detector(tiny_config())), tmp_path / "other.pth")
+
+    def convert(ckpt, out):
+        args = ["convert", str(tmp_path / ckpt), "--model", "videomae-tiny"]
+        return CliRunner().invoke(main, [*args, "--out", str(tmp_path / out), "--classes", "x,y"])
+
+    result = convert("tiny.pth", "out")
     assert result.exit_code == 0, result.output
     loaded = load_model(tmp_path / "out")
     torch.testing.assert_close(
         loaded.backbone.blocks[3].attn.qkv.weight, source.backbone.blocks[3].attn.qkv.weight
     )
     assert loaded.config.history[-1]["stage"] == "convert"
-    result = CliRunner().invoke(
-        main,
-        [
-            "convert",
-            str(tmp_path / "a.pth"),
-            "--model",
-            "videomae-tiny",
-            "--out",
-            str(tmp_path / "o2"),
-            "--classes",
-            "x,y",
-        ],
-    )
+    result = convert("other.pth", "o2")  # a 4-block width-32 backbone into videomae-tiny
     assert result.exit_code == 2 and "does not match" in result.output
     assert not (tmp_path / "o2").exists()
