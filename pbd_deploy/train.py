@@ -108,20 +108,30 @@ def epoch_samples(dataset: TadDataset, config: TrainConfig, rng: np.random.Gener
     return [dataset.training_window(videos[i], rng) for i in order]
 
 
-class Trainer:
-    """The optimisation state of one training run: optimizer, schedule, optional EMA."""
+def task_loss(model, x, cls_t, reg_t, valid) -> dict[str, torch.Tensor]:
+    """The detection loss of `model` on one batch (the default training objective)."""
+    return detection_loss(*model(x), cls_t, reg_t, valid)
 
-    def __init__(self, model: Detector, dataset: TadDataset, config: TrainConfig):
-        self.model, self.config = model, config
+
+class Trainer:
+    """The optimisation state of one training run: optimizer, schedule, optional EMA.
+
+    `loss_fn(model, x, cls_t, reg_t, valid) -> {"loss": ..., other terms}` is the objective
+    (compression passes a distillation loss); only parameters that require grad are trained.
+    """
+
+    def __init__(self, model, dataset: TadDataset, config: TrainConfig, loss_fn=task_loss):
+        self.model, self.config, self.loss_fn = model, config, loss_fn
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self.params, lr=config.lr, weight_decay=config.weight_decay
         )
         self.ema = (
             AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
             if config.ema
             else None
         )
-        self.batcher = Batcher(model, dataset)
+        self.batcher = Batcher(getattr(model, "module", model), dataset)  # unwrap DDP
         windows = len(dataset.split("train")) * config.windows_per_video
         self.steps_per_epoch = math.ceil(windows / config.batch_size)
         self.total = self.steps_per_epoch * config.epochs
@@ -139,25 +149,33 @@ class Trainer:
             group["lr"] = self.config.lr * lr_factor(self.step, self.total, self.warmup)
         device = self.config.device
         x, cls_t, reg_t, valid = (t.to(device) for t in self.batcher.make(samples))
-        losses = detection_loss(*self.model(x), cls_t, reg_t, valid)
+        losses = self.loss_fn(self.model, x, cls_t, reg_t, valid)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
         return {k: v.item() for k, v in losses.items()}
 
-    def epoch(self, samples, epoch: int, progress: Progress | None) -> dict[str, float]:
-        """Train on one epoch's windows; returns the mean loss terms."""
+    def epoch(
+        self, samples, epoch: int, progress: Progress | None, shard=lambda batch: batch
+    ) -> dict[str, float]:
+        """Train on one epoch's windows; returns the mean loss terms.
+
+        `shard` picks this process's part of each batch under data-parallel training.
+        """
         self.model.train()
-        sums = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
+        sums: dict[str, float] = {}
         size = self.config.batch_size
         for i in range(0, len(samples), size):
-            losses = self.update(samples[i : i + size])
-            for k in sums:
-                sums[k] += losses[k]
+            batch = shard(samples[i : i + size])
+            if not batch:
+                continue
+            losses = self.update(batch)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
             if progress:
                 progress("train", self.step, self.total, epoch=epoch, loss=losses["loss"])
         return {k: v / self.steps_per_epoch for k, v in sums.items()}

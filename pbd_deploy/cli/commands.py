@@ -200,9 +200,23 @@ def _print_info(data: dict) -> None:
     for key, value in rows:
         table.add_row(key, str(value))
     for i, entry in enumerate(data["history"]):
-        figures = {k: v for k, v in entry.items() if k not in ("stage", "time", "config")}
-        table.add_row(f"history {i}: {entry['stage']}", f"{entry.get('time', '')} {figures}")
+        table.add_row(f"history {i}: {entry['stage']}", _history_text(entry))
     _console(stderr=False).print(table)
+
+
+def _history_text(entry: dict) -> str:
+    """One history record as text; compression iterations get a readable summary."""
+    if entry["stage"] != "compress":
+        figures = {k: v for k, v in entry.items() if k not in ("stage", "time", "config")}
+        return f"{entry.get('time', '')} {figures}"
+    scores = ", ".join(f"{b}: {s:.4f}" for b, s in entry.get("scores", {}).items())
+    return (
+        f"{entry.get('time', '')} iteration {entry['iteration']}: dropped {entry['dropped']}"
+        f" by {entry['criterion']} (candidate scores {scores or 'none'}); "
+        f"{entry['macs'] / 1e9:.4f} GMACs, {entry['params'] / 1e6:.3f} M params; "
+        f"val mAP {100 * entry['val_mAP_before']:.2f} before recovery -> "
+        f"{100 * entry['val_mAP']:.2f} after; {entry['wall_s']} s"
+    )
 
 
 @main.command()

@@ -11,7 +11,9 @@ import copy
 from torch import nn
 
 from pbd_deploy.errors import PbdError
-from pbd_deploy.models.detector import Detector
+from pbd_deploy.models.complexity import count_macs
+from pbd_deploy.models.detector import Detector, DetectorConfig
+from pbd_deploy.models.vit import BackboneConfig
 
 
 def list_blocks(model: Detector) -> list[int]:
@@ -37,11 +39,23 @@ def drop_block(model: Detector, original_index: int) -> Detector:
         raise PbdError("cannot drop the last remaining backbone block")
     dropped = copy.deepcopy(model)
     del dropped.backbone.blocks[position]
-    cfg = dropped.config.backbone
+    _remove_from_config(dropped.config.backbone, position)
+    return dropped
+
+
+def _remove_from_config(cfg: BackboneConfig, position: int) -> None:
     cfg.block_indices = cfg.block_indices[:position] + cfg.block_indices[position + 1 :]
     if cfg.mlp_dims is not None:
         cfg.mlp_dims = cfg.mlp_dims[:position] + cfg.mlp_dims[position + 1 :]
-    return dropped
+
+
+def block_macs(config: DetectorConfig) -> dict[int, int]:
+    """MACs per window of each kept block, by original index (what dropping it saves).
+
+    Blocks do not change the token count, so these add up: dropping a set of blocks saves
+    the sum of their MACs.
+    """
+    return dict(zip(config.backbone.block_indices, count_macs(config)["blocks"]))
 
 
 def _position(model: Detector, original_index: int) -> int:

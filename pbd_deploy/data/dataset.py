@@ -106,14 +106,26 @@ class TadDataset:
             (model input, segments (M, 2) in head points, labels (M,), valid points).
         """
         data, fps = self.load(video)
-        segs, labels = self.segments_in_steps(video, fps)
+        segs, _ = self.segments_in_steps(video, fps)
         window = self.input.window
         start = sample_window(len(data), segs, window, rng)
         steps, valid = take_window(data, start, window)
-        segs, labels = crop_segments(segs, labels, start, window)
+        points, labels = self.window_targets(video, start)
         scale = self.config.head.length / window  # input steps -> head points
-        points = segs * scale - 0.5
-        return self.model_input(steps, rng), points.astype(np.float32), labels, valid * scale
+        return self.model_input(steps, rng), points, labels, valid * scale
+
+    def window_targets(self, video: VideoInfo, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ground truth inside the window starting at input step `start`.
+
+        Returns:
+            Segments (M, 2) in head points of that window (float32) and labels (M,).
+        """
+        _, fps = self.load(video)
+        segs, labels = self.segments_in_steps(video, fps)
+        window = self.input.window
+        segs, labels = crop_segments(segs, labels, start, window)
+        points = segs * (self.config.head.length / window) - 0.5  # input steps -> head points
+        return points.astype(np.float32), labels
 
     def sliding_windows(self, video: VideoInfo):
         """Yield (start step, model input, valid head points) covering the whole video."""

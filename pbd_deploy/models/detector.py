@@ -130,10 +130,20 @@ class Detector(nn.Module):
             x = self.backbone(x, return_blocks=return_blocks)
             if return_blocks:
                 x, blocks = x
+        x = self.fit_length(x)
+        return (x, blocks) if return_blocks else x
+
+    def fit_length(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, C, T') resampled to the head's length (B, C, length)."""
         length = self.config.head.length
         if x.shape[-1] != length:
             x = F.interpolate(x, size=length, mode="linear", align_corners=False)
-        return (x, blocks) if return_blocks else x
+        return x
+
+    def detect(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head input (B, C, length) -> logits (B, N, K), offsets (B, N, 2) over all levels."""
+        logits, offsets = self.head(feats)
+        return torch.cat(logits, 1), torch.cat(offsets, 1)
 
     def forward(self, x: torch.Tensor, return_blocks: bool = False):
         """Raw outputs over all levels: logits (B, N, K), offsets (B, N, 2) in level-0 steps.
@@ -143,8 +153,7 @@ class Detector(nn.Module):
         feats = self.features(x, return_blocks)
         if return_blocks:
             feats, blocks = feats
-        logits, offsets = self.head(feats)
-        out = (torch.cat(logits, 1), torch.cat(offsets, 1))
+        out = self.detect(feats)
         return (*out, blocks) if return_blocks else out
 
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,14 +24,15 @@ def add_history(detector: Detector, stage: str, **figures) -> None:
 
 
 def save_model(model: Detector, out_dir: str | Path, force: bool = False, extra=None) -> Path:
-    """Write config.json + model.safetensors (+ `extra`: {filename: text}) atomically."""
+    """Write config.json + model.safetensors (+ `extra`: {filename: text or bytes}) atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
     def write(tmp: Path):
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        for name, text in (extra or {}).items():
-            (tmp / name).write_text(text)
+        for name, content in (extra or {}).items():
+            path = tmp / name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
 
     return write_atomically(out_dir, write, force, marker=CONFIG_FILE)
 
