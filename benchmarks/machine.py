@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -24,3 +26,13 @@ def describe_machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def save_results(name: str, result: dict, markdown: str) -> None:
+    """Write benchmarks/results/<name>.json and <name>.md."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown if markdown.endswith("\n") else markdown + "\n")

@@ -3,7 +3,12 @@
 One module per group of commands; each registers itself on `main` when imported.
 """
 
-from pbd_deploy.cli import commands  # noqa: F401  (registers the commands)
+from pbd_deploy.cli import (
+    bench,  # noqa: F401
+    commands,  # noqa: F401  (registers the commands)
+    compress,  # noqa: F401
+    export,  # noqa: F401
+)
 from pbd_deploy.cli.base import main
 
 __all__ = ["main"]

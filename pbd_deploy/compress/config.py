@@ -24,7 +24,7 @@ class BlockDropConfig:
     criterion: str = "map"
     calib_fraction: float = 0.25
     schedule: str = "progressive"  # one-shot: score once, drop the whole budget, recover once
-    epochs: int = 6  # per recovery; 0 = no recovery
+    epochs: int = 2  # per dropped block; 0 = no recovery
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 0.05

@@ -3,8 +3,9 @@
 Prefix reuse: the tokens entering block b do not depend on whether a later block is
 dropped, so one forward pass per batch keeps the input of every block, and the candidate
 "without b" starts from block b's input and runs only the blocks after it. For 12 blocks
-that is 12 + 66 block evaluations instead of 12 * 11 = 132 (about 0.6x), and the result is
-the same computation, so the same block is chosen.
+that is 11 (the shared pass; the last block's output is never needed) + 66 block
+evaluations instead of 12 * 11 = 132 (0.58x), and the result is the same computation, so
+the same block is chosen.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pbd_deploy.compress.blocks import drop_block, list_blocks
 from pbd_deploy.data.annotations import VideoInfo, ground_truth
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.metrics import THUMOS_THRESHOLDS, evaluate_detections
-from pbd_deploy.eval.postprocess import PostprocessConfig, detections_to_dicts, postprocess
+from pbd_deploy.eval.postprocess import PostprocessConfig, detections_to_dicts
 from pbd_deploy.models.actionformer import decode_segments, detection_loss
 from pbd_deploy.models.detector import Detector
+from pbd_deploy.runtime.nms import fast_postprocess
 from pbd_deploy.runtime.windows import window_candidates
 from pbd_deploy.train import Batcher
 
@@ -42,35 +44,45 @@ def window_batches(dataset: TadDataset, video: VideoInfo, batch_size: int):
 
 
 def block_inputs(model: Detector, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
-    """The tokens entering each kept block, (B*n, t*h*w, C) each, and the token grid."""
+    """The tokens entering each kept block, (B*n, t*h*w, C) each, and the token grid.
+
+    The last block is not run: no candidate needs its output.
+    """
     tokens, grid = model.backbone.embed(x)
-    inputs = []
-    for block in model.backbone.blocks:
-        inputs.append(tokens)
+    inputs = [tokens]
+    for block in model.backbone.blocks[:-1]:
         tokens = block(tokens)
+        inputs.append(tokens)
     return inputs, grid
 
 
-def outputs_without(model: Detector, inputs: list[torch.Tensor], grid, position: int):
-    """(logits, offsets, head input) of the model without the block at `position`."""
+def features_without(model: Detector, inputs: list[torch.Tensor], grid, position: int):
+    """Head input (B, C, length) of the model without the block at `position`."""
     tokens = inputs[position]
     for block in model.backbone.blocks[position + 1 :]:
         tokens = block(tokens)
-    feats = model.fit_length(model.backbone.pool(tokens, grid))
-    return (*model.detect(feats), feats)
+    return model.fit_length(model.backbone.pool(tokens, grid))
 
 
 def candidate_outputs(model: Detector, x: torch.Tensor, prefix: bool = True, dropped=None):
     """Yield (original index, logits, offsets, head input) for each candidate block.
 
     Args:
-        prefix: reuse the block inputs of one full pass (the fast path); otherwise run
-            `dropped[b]` (the model without block b) from the frames (the naive path).
+        prefix: reuse the block inputs of one full pass and run the head once for all
+            candidates (the fast path); otherwise run `dropped[b]` (the model without
+            block b) from the frames (the naive path).
     """
     if prefix:
         inputs, grid = block_inputs(model, x)
-        for position, index in enumerate(list_blocks(model)):
-            yield (index, *outputs_without(model, inputs, grid, position))
+        kept = list_blocks(model)
+        feats = [features_without(model, inputs, grid, p) for p in range(len(kept))]
+        # One head call over all candidates: the head is shared, and few large ops run
+        # far faster than many small ones on the CPU.
+        logits, offsets = model.detect(torch.cat(feats))
+        size = x.shape[0]
+        for i, index in enumerate(kept):
+            part = slice(i * size, (i + 1) * size)
+            yield index, logits[part], offsets[part], feats[i]
         return
     for index, smaller in dropped.items():
         feats = smaller.features(x)
@@ -123,7 +135,7 @@ class _Tally:
             for vid, parts in videos.items():
                 segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
                 out[index][vid] = detections_to_dicts(
-                    *postprocess(segs, scs, labels, config), names
+                    *fast_postprocess(segs, scs, labels, config), names
                 )
         return out
 

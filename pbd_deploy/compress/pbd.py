@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -158,6 +159,7 @@ class _BlockDrop:
             **recovery,
             **self._measure(student),
             "wall_s": round(time.time() - started, 1),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         log.info("iteration %d: %s", record["iteration"], record)
         self._finish(before, student, record)
@@ -343,6 +345,6 @@ def _history_entry(record: dict) -> dict:
     """The per-iteration figures kept in config.json (the per-epoch log is in report.json)."""
     keys = (
         "iteration", "dropped", "criterion", "scores", "macs", "macs_backbone", "params",
-        "val_mAP_before", "val_mAP", "best_epoch", "wall_s",
+        "val_mAP_before", "val_mAP", "best_epoch", "wall_s", "time",
     )  # fmt: skip
     return {k: record[k] for k in keys if k in record}

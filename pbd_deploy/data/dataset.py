@@ -15,9 +15,10 @@ import numpy as np
 from pbd_deploy.data.annotations import Annotations, VideoInfo, load_annotations
 from pbd_deploy.data.features import load_features
 from pbd_deploy.data.sampling import crop_segments, sample_window
-from pbd_deploy.data.video import decode_video, normalize, take_window, window_starts
+from pbd_deploy.data.video import decode_video, normalize, take_window
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import DetectorConfig
+from pbd_deploy.runtime import windows
 
 
 class TadDataset:
@@ -37,6 +38,7 @@ class TadDataset:
         )
         self.config = config
         self.input = config.input
+        self.spec = windows.WindowSpec.from_model_config(config.to_dict())  # shared with runtime
         self.class_index = {name: i for i, name in enumerate(config.class_names)}
         unknown = sorted(set(self.annotations.class_names) - set(self.class_index))
         if unknown:
@@ -86,9 +88,8 @@ class TadDataset:
                 "set input.resize >= input.crop"
             )
         if rng is None:
-            top, left = (h - crop) // 2, (w - crop) // 2
-        else:
-            top, left = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+            return windows.model_input(steps, self.spec)  # centre crop, as the runtime does
+        top, left = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
         steps = steps[:, top : top + crop, left : left + crop]
         return normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
 
@@ -130,13 +131,8 @@ class TadDataset:
     def sliding_windows(self, video: VideoInfo):
         """Yield (start step, model input, valid head points) covering the whole video."""
         data, _ = self.load(video)
-        window = self.input.window
-        scale = self.config.head.length / window
-        for start in window_starts(len(data), window, self.input.stride):
-            steps, valid = take_window(data, start, window)
-            yield start, self.model_input(steps), valid * scale
+        yield from windows.sliding_windows(data, self.spec)
 
     def points_to_seconds(self, points: np.ndarray, start: int, fps: float) -> np.ndarray:
         """Head-point coordinates of a window starting at input step `start` -> seconds."""
-        fpf = self.config.frames_per_step
-        return (start * self.step_frames + (points + 0.5) * fpf) / fps
+        return windows.points_to_seconds(points, start, fps, self.spec)

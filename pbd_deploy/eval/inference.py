@@ -23,25 +23,12 @@ from pbd_deploy.eval.metrics import save_predictions as save_predictions_file
 from pbd_deploy.eval.postprocess import (
     PostprocessConfig,
     detections_to_dicts,
-    postprocess,
-    select_topk,
 )
 from pbd_deploy.models.io import load_model
+from pbd_deploy.runtime.nms import fast_postprocess
+from pbd_deploy.runtime.windows import window_candidates  # numpy-only, shared with the runtime
 
 Progress = Callable[..., None]
-
-
-def window_candidates(scores, segments, positions, valid_points, to_seconds, duration, config):
-    """Candidates of one window, in seconds, before NMS.
-
-    Args:
-        scores: (N, K) probabilities; segments: (N, 2) in head points; positions: (N,).
-        valid_points: points of the window that hold real (not padded) input.
-        to_seconds: maps head-point coordinates to seconds for this window.
-    """
-    keep = positions < valid_points
-    secs = np.clip(to_seconds(segments[keep]), 0.0, duration)
-    return select_topk(scores[keep], secs, config)
 
 
 def detect_video(
@@ -69,7 +56,7 @@ def detect_video(
                 window_candidates(sc, sg, positions, valid, to_sec, video.duration, config)
             )
     segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
-    dets = postprocess(segs, scs, labels, config)
+    dets = fast_postprocess(segs, scs, labels, config)  # = postprocess, stops at the top-k
     return detections_to_dicts(*dets, dataset.config.class_names)
 
 
@@ -122,10 +109,15 @@ def evaluate_path(
     """`pbd-deploy eval`: score a model directory on DATA, or a predictions file on ANN.json."""
     levels = {"thumos": THUMOS_THRESHOLDS, "activitynet": ACTIVITYNET_THRESHOLDS}[thresholds]
     path = Path(model)
-    if path.is_dir():
+    if path.is_dir() or path.suffix in (".onnx", ".engine"):
         if not data:
             raise PbdError("evaluating a model needs --data DATA")
-        detector = load_model(path, device)
+        if path.is_dir():
+            detector = load_model(path, device)
+        else:  # an exported artifact, run by the torch-free runtime
+            from pbd_deploy.export.adapter import load_artifact
+
+            detector = load_artifact(path)
         result, predictions = evaluate_model(
             detector,
             TadDataset(data, detector.config, past_end),
@@ -145,7 +137,10 @@ def evaluate_path(
     elif not path.exists():
         raise PbdError(f"{path} does not exist")
     else:
-        raise PbdError(f"cannot evaluate {path}: expected a model directory or a predictions .json")
+        raise PbdError(
+            f"cannot evaluate {path}: expected a model directory, a .onnx / .engine file "
+            "or a predictions .json"
+        )
     if save_predictions:
         save_predictions_file(predictions, save_predictions)
     return result

@@ -6,8 +6,7 @@ import torch
 from pbd_deploy.compress.blocks import drop_block
 from pbd_deploy.compress.importance import (
     best_candidates,
-    block_inputs,
-    outputs_without,
+    candidate_outputs,
     score_candidates,
 )
 from pbd_deploy.data.annotations import load_annotations
@@ -26,14 +25,15 @@ def scored_setup(synth_data):
     return model, dataset, dataset.split("train")
 
 
-def test_outputs_without_match_the_dropped_model(tiny_model):
+def test_candidate_outputs_match_the_dropped_models(tiny_model):
     x = torch.randn(2, 3, 32, 32, 32)
-    inputs, grid = block_inputs(tiny_model, x)
-    for position, index in enumerate(tiny_model.config.backbone.block_indices):
-        logits, offsets, _ = outputs_without(tiny_model, inputs, grid, position)
-        ref_logits, ref_offsets = drop_block(tiny_model, index)(x)
-        torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-6)
-        torch.testing.assert_close(offsets, ref_offsets, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        for index, logits, offsets, feats in candidate_outputs(tiny_model, x):
+            smaller = drop_block(tiny_model, index)
+            ref_logits, ref_offsets = smaller(x)
+            torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
+            torch.testing.assert_close(offsets, ref_offsets, rtol=0, atol=1e-5)
+            torch.testing.assert_close(feats, smaller.features(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("criterion", ["loss", "mse", "map"])

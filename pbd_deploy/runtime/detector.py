@@ -1,0 +1,196 @@
+"""`Detector(path).detect(frames_or_video)`: detections from an exported model, without torch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from pbd_deploy.data.video import decode_video
+from pbd_deploy.errors import PbdError
+from pbd_deploy.eval.postprocess import PostprocessConfig
+from pbd_deploy.runtime.artifact import (
+    find_onnx_by_hash,
+    load_manifest,
+    resolve_model_path,
+)
+from pbd_deploy.runtime.nms import fast_postprocess
+from pbd_deploy.runtime.windows import (
+    WindowSpec,
+    point_positions,
+    points_to_seconds,
+    sliding_windows,
+    window_candidates,
+)
+
+
+class Detection(NamedTuple):
+    start_s: float
+    end_s: float
+    label: str
+    score: float
+
+    def to_dict(self) -> dict:
+        """ActivityNet results entry: {"label", "segment", "score"}."""
+        return {"label": self.label, "segment": [self.start_s, self.end_s], "score": self.score}
+
+
+class Detector:
+    """An exported model (.onnx via onnxruntime, .engine via TensorRT) plus its model.json.
+
+    Args:
+        path: model.onnx / model.fp16.onnx / model.int8.onnx / model.engine, or the export
+            directory (its model.onnx).
+        providers: ONNX Runtime execution providers; default TensorRT > CUDA > CPU.
+        threads: ONNX Runtime intra-op threads (0: its default).
+    """
+
+    def __init__(self, path, providers: list[str] | None = None, threads: int = 0):
+        self.path = resolve_model_path(path)
+        self.manifest = load_manifest(self.path)
+        self.model_config = self.manifest["model_config"]
+        self.class_names = list(self.model_config["class_names"])
+        self.spec = WindowSpec.from_model_config(self.model_config)
+        self.positions = point_positions(self.spec)  # (N,)
+        self.postprocess = PostprocessConfig.from_dict(self.manifest["postprocess"])
+        self.backend = self._open_backend(providers, threads)
+        self._check_io()
+
+    def _open_backend(self, providers, threads):
+        if self.path.suffix == ".onnx":
+            from pbd_deploy.runtime.ort_backend import OrtBackend
+
+            return OrtBackend(self.path, providers, threads)
+        from pbd_deploy.runtime.engine_meta import read_metadata
+        from pbd_deploy.runtime.trt_backend import TrtBackend
+
+        source = read_metadata(self.path).get("onnx_sha256", "")
+        if find_onnx_by_hash(self.manifest, source) is None:
+            raise PbdError(
+                f"{self.path} was not built from an ONNX file of {self.path.parent / 'model.json'}"
+                "; rebuild it with pbd-deploy build-engine from this export"
+            )
+        return TrtBackend(self.path)
+
+    def _check_io(self) -> None:
+        expected = self.manifest["input"]
+        fixed = [d for d in expected["shape"][1:] if isinstance(d, int)]
+        actual = [d for d in self.backend.input_shape[1:] if isinstance(d, int) and d > 0]
+        if self.backend.input_name != expected["name"] or fixed != actual:
+            raise PbdError(
+                f"{self.path} has input {self.backend.input_name} {self.backend.input_shape}, "
+                f"but model.json says {expected['name']} {expected['shape']}: it comes from "
+                "another model; re-export it"
+            )
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (B, N, K) and segments (B, N, 2) in head points for model inputs x (B, ...).
+
+        A static-batch model runs in chunks of its batch, the last one padded by repetition.
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        step = self.backend.static_batch or len(x)
+        scores, segments = [], []
+        for i in range(0, len(x), step):
+            part = x[i : i + step]
+            n = len(part)
+            if n < step:
+                part = np.concatenate([part, np.repeat(part[-1:], step - n, axis=0)])
+            sc, sg = self.backend.run(part)
+            scores.append(sc[:n])
+            segments.append(sg[:n])
+        return np.concatenate(scores), np.concatenate(segments)
+
+    def load(self, source, fps: float | None = None) -> tuple[np.ndarray, float]:
+        """A video file, uint8 frames (T, H, W, 3) or features (T, C) -> (steps, fps)."""
+        spec = self.spec
+        if isinstance(source, (str, Path)):
+            if spec.mode == "features":
+                raise PbdError("a feature-mode model takes a (T, C) feature array, not a video")
+            return decode_video(source, fps=spec.fps, size=spec.resize)
+        data = np.asarray(source)
+        fps = fps or spec.fps
+        if not fps:
+            raise PbdError("pass fps= with an array input (the model has no fixed rate)")
+        if spec.mode == "features":
+            if data.ndim != 2 or data.shape[1] != spec.feature_dim:
+                raise PbdError(f"expected features (T, {spec.feature_dim}), got {data.shape}")
+            return data.astype(np.float32), float(fps)
+        if data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8 or not len(data):
+            raise PbdError(f"expected uint8 frames (T, H, W, 3), got {data.shape} {data.dtype}")
+        return resize_frames(data, spec.resize), float(fps)
+
+    def detect(
+        self, source, fps: float | None = None, duration: float | None = None, batch_size: int = 8
+    ) -> list[Detection]:
+        """Detections of one video, best first.
+
+        Args:
+            source: a video file, uint8 frames (T, H, W, 3) sampled at `fps` (default: the
+                model's rate), or features (T, C) for feature-mode models.
+            fps: frame rate of an array input.
+            duration: clip detections to this many seconds; default the input's length.
+            batch_size: windows per inference call.
+        """
+        data, fps = self.load(source, fps)
+        duration = duration if duration is not None else len(data) * self.spec.step_frames / fps
+        # Lazily, one batch at a time: a real-size window (768 frames at 160x160) is 236 MB.
+        windows = sliding_windows(data, self.spec)
+        parts = []
+        while batch := list(itertools.islice(windows, batch_size)):
+            scores, segments = self.predict(np.stack([w[1] for w in batch]))
+            for (start, _, valid), sc, sg in zip(batch, scores, segments):
+                to_sec = lambda p, s=start: points_to_seconds(p, s, fps, self.spec)  # noqa: E731
+                parts.append(
+                    window_candidates(
+                        sc, sg, self.positions, valid, to_sec, duration, self.postprocess
+                    )
+                )
+        segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
+        segs, scs, labels = fast_postprocess(segs, scs, labels, self.postprocess)
+        return [
+            Detection(float(s), float(e), self.class_names[int(k)], float(c))
+            for (s, e), c, k in zip(segs.tolist(), scs.tolist(), labels.tolist())
+        ]
+
+
+def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize (T, H, W, 3) uint8 so the short side is `short_side`, with FFmpeg's scaler.
+
+    The same swscale the video decoder uses, so arrays and files of the same frames give
+    the same model inputs up to colour conversion.
+    """
+    _, h, w, _ = frames.shape
+    if min(h, w) == short_side:
+        return frames
+    import av
+
+    scale = short_side / min(h, w)
+    width, height = max(1, round(w * scale)), max(1, round(h * scale))
+    return np.stack(
+        [
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").to_ndarray(
+                width=width, height=height, format="rgb24"
+            )
+            for f in frames
+        ]
+    )
+
+
+def detect_file(model, video, json_out=None) -> list[Detection]:
+    """`pbd-deploy infer`: detections of a video file, optionally saved as JSON (atomically)."""
+    detections = Detector(model).detect(video)
+    if json_out:
+        out = Path(json_out)
+        rows = [d._asdict() for d in detections]
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({"video": str(video), "detections": rows}, indent=1) + "\n")
+            tmp.replace(out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise PbdError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return detections

@@ -1,0 +1,103 @@
+"""Soft-NMS that stops at `max_detections`: the same detections as `eval.postprocess`, faster.
+
+`pbd_deploy.eval.postprocess.postprocess` runs Soft-NMS over every candidate of every class
+and only then keeps the best `max_detections`. Within a class, picks come out with
+non-increasing scores (every pick decays the others), so the global best-first order is a
+merge of the per-class pick sequences. Advancing only the class whose next pick is best, and
+stopping after `max_detections` picks, gives exactly the same output (same floating-point
+operations per pair, same tie order) in a fraction of the iterations: ~200 instead of every
+candidate above `min_score`. Numpy only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pbd_deploy.eval.postprocess import Detections, PostprocessConfig, postprocess
+
+
+class _ClassSoftNms:
+    """Soft-NMS of one class, one pick at a time; `score` is its next pick's score.
+
+    The IoU is computed with exactly the operations of `eval.metrics.segment_iou`, so every
+    value is bit-identical, but only for the alive candidates that overlap the pick: for the
+    others IoU is 0 and both decays are exactly 1.0, so skipping them changes nothing.
+    """
+
+    def __init__(self, segments: np.ndarray, scores: np.ndarray, config: PostprocessConfig):
+        self.start, self.end = segments[:, 0].copy(), segments[:, 1].copy()
+        self.length = self.end - self.start
+        self.work, self.config = scores.copy(), config
+        # Scores of alive candidates, -inf for the dropped and the picked.
+        self.ranked = np.where(self.work >= config.min_score, self.work, -np.inf)
+        self.picks = 0
+        self._find_next()
+
+    def _find_next(self) -> None:
+        # First maximum in index order, like argmax over the original's ascending alive list.
+        self.pos = int(np.argmax(self.ranked)) if len(self.ranked) else None
+        if self.pos is None or self.ranked[self.pos] == -np.inf:
+            self.pos, self.score = None, -np.inf
+        else:
+            self.score = self.work[self.pos]
+
+    def _decay(self, iou: np.ndarray) -> np.ndarray:
+        c = self.config
+        if c.soft_method == "gaussian":
+            return np.exp(-(iou * iou) / c.sigma)
+        return np.where(iou > c.iou_threshold, 1.0 - iou, 1.0)
+
+    def pop(self) -> tuple[int, float, int]:
+        """Take the next pick: (index in this class, its score, pick number)."""
+        best, score = self.pos, self.score
+        self.ranked[best] = -np.inf
+        # segment_iou's operations, on all candidates at once and then read where it matters.
+        inter = np.minimum(self.end[best], self.end) - np.maximum(self.start[best], self.start)
+        hit = np.flatnonzero((inter > 0) & (self.ranked > -np.inf))
+        inter = inter[hit]  # positive, so clip(inter, 0, None) is inter itself
+        union = self.length[hit] + self.length[best] - inter
+        iou = np.where(union > 0, inter / union, 0.0)
+        work = self.work[hit] * self._decay(iou)
+        self.work[hit] = work
+        self.ranked[hit] = np.where(work >= self.config.min_score, work, -np.inf)
+        self.picks += 1
+        self._find_next()
+        return best, score, self.picks - 1
+
+
+def fast_postprocess(
+    segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, config: PostprocessConfig
+) -> Detections:
+    """`eval.postprocess.postprocess` with Soft-NMS stopped at `max_detections` picks.
+
+    Returns:
+        ``(segments, scores, labels)`` sorted by score, descending; identical to postprocess.
+    """
+    if config.nms_method != "soft":
+        return postprocess(segments, scores, labels, config)
+    segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    with np.errstate(divide="ignore", invalid="ignore"):  # union 0: IoU 0, as in metrics
+        classes = [_ClassSoftNms(segments[m], scores[m], config) for m in members]
+        rows = _merge(classes, members, config.max_detections)
+    if not rows:
+        return segments[:0], scores[:0], labels[:0]
+    neg, cls, pick, idx, kept = (np.array(col) for col in zip(*rows))
+    # The original's stable sort over the per-class concatenation: score, then class, then pick.
+    order = np.lexsort((pick, cls, neg))
+    idx = idx[order].astype(np.int64)
+    return segments[idx], kept[order].astype(np.float64), labels[idx]
+
+
+def _merge(classes: list[_ClassSoftNms], members: list[np.ndarray], limit: int) -> list[tuple]:
+    """Picks in global best-first order, ties to the earlier class, up to `limit`."""
+    rows = []  # (-score, class position, pick number, original index)
+    while len(rows) < limit:
+        k = max(range(len(classes)), key=lambda i: (classes[i].score, -i), default=None)
+        if k is None or classes[k].pos is None:
+            break
+        pos, score, pick = classes[k].pop()
+        rows.append((-score, k, pick, members[k][pos], score))
+    return rows

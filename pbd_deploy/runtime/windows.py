@@ -1,0 +1,112 @@
+"""Model windows and time mapping in numpy, the same arithmetic as the torch eval path.
+
+Shared by the torch-free runtime and `pbd_deploy.eval.inference`; see the time conventions
+in `pbd_deploy.data.dataset`: point x of a window starting at input step s is at
+    (s * step_frames + (x + 0.5) * frames_per_point) / fps  seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from pbd_deploy.data.video import normalize, take_window, window_starts
+from pbd_deploy.errors import PbdError
+from pbd_deploy.eval.postprocess import select_topk
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """The input spec of an exported model, read from model.json's model config."""
+
+    mode: str
+    window: int
+    stride: int
+    fps: float | None
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    feature_dim: int | None
+    feature_stride: float
+    head_length: int
+    levels: int
+
+    @classmethod
+    def from_model_config(cls, config: dict) -> "WindowSpec":
+        inp, head = config["input"], config["head"]
+        return cls(
+            mode=inp["mode"],
+            window=int(inp["window"]),
+            stride=int(inp["stride"]),
+            fps=inp.get("fps"),
+            resize=int(inp["resize"]),
+            crop=int(inp["crop"]),
+            mean=tuple(inp["mean"]),
+            std=tuple(inp["std"]),
+            feature_dim=inp.get("feature_dim"),
+            feature_stride=float(inp.get("feature_stride", 1.0)),
+            head_length=int(head["length"]),
+            levels=int(head["levels"]),
+        )
+
+    @property
+    def step_frames(self) -> float:
+        """Frames per input step: 1 for video, feature_stride for features."""
+        return self.feature_stride if self.mode == "features" else 1.0
+
+    @property
+    def frames_per_point(self) -> float:
+        return self.window * self.step_frames / self.head_length
+
+
+def point_positions(spec: WindowSpec) -> np.ndarray:
+    """(N,) level-0 position of every output point, in the order the head emits them."""
+    levels = [
+        np.arange(math.ceil(spec.head_length / 2**lvl), dtype=np.float32) * 2**lvl
+        for lvl in range(spec.levels)
+    ]
+    return np.concatenate(levels)
+
+
+def model_input(steps: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """Raw window steps -> one model input: (3, T, crop, crop) float32 or (C, T) features."""
+    if spec.mode == "features":
+        return np.ascontiguousarray(steps.T, dtype=np.float32)  # (C, T)
+    _, h, w, _ = steps.shape  # (T, H, W, 3)
+    crop = spec.crop
+    if h < crop or w < crop:
+        raise PbdError(f"frames of {h}x{w} are smaller than the model's {crop}x{crop} crop")
+    top, left = (h - crop) // 2, (w - crop) // 2  # centre crop, as in evaluation
+    return normalize(steps[:, top : top + crop, left : left + crop], spec.mean, spec.std)
+
+
+def sliding_windows(data: np.ndarray, spec: WindowSpec) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield (start step, model input, valid head points) covering all of `data` (T, ...)."""
+    scale = spec.head_length / spec.window
+    for start in window_starts(len(data), spec.window, spec.stride):
+        steps, valid = take_window(data, start, spec.window)
+        yield start, model_input(steps, spec), valid * scale
+
+
+def points_to_seconds(points: np.ndarray, start: int, fps: float, spec: WindowSpec) -> np.ndarray:
+    """Head-point coordinates of a window starting at input step `start` -> seconds."""
+    return (start * spec.step_frames + (points + 0.5) * spec.frames_per_point) / fps
+
+
+def window_candidates(scores, segments, positions, valid_points, to_seconds, duration, config):
+    """Candidates of one window, in seconds, before NMS.
+
+    Args:
+        scores: (N, K) probabilities; segments: (N, 2) in head points; positions: (N,).
+        valid_points: points of the window that hold real (not padded) input.
+        to_seconds: maps head-point coordinates to seconds for this window.
+        duration: the video's length in seconds; segments are clipped to it.
+        config: a PostprocessConfig (top-k and threshold).
+    """
+    keep = positions < valid_points
+    secs = np.clip(to_seconds(segments[keep]), 0.0, duration)
+    return select_topk(scores[keep], secs, config)

@@ -1,0 +1,31 @@
+"""Tiny model directories and one cached export, shared by the export and runtime tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.export import ExportConfig, export_model
+from pbd_deploy.models.detector import Detector
+from pbd_deploy.models.io import save_model
+from tests.conftest import tiny_config
+
+
+def tiny_model_dir(out: Path, data: Path, seed: int = 0, **config) -> Path:
+    """A freshly initialised tiny detector for the classes of `data`, saved to `out`."""
+    classes = load_annotations(data / "annotations.json").class_names
+    torch.manual_seed(seed)
+    model = Detector(tiny_config(classes=classes, **config)).eval()
+    return save_model(model, out)
+
+
+def deployed(tmp_path_factory, data: Path) -> Path:
+    """An export of a tiny model with fp16 and int8 variants, built once per session."""
+    root = tmp_path_factory.getbasetemp() / "deployed"
+    if not (root / "deploy" / "model.json").is_file():
+        model_dir = tiny_model_dir(root / "model", data)
+        config = ExportConfig(fp16=True, int8=True, calib=str(data))
+        export_model(model_dir, root / "deploy", config, force=True)
+    return root / "deploy"

@@ -1,0 +1,179 @@
+"""The torch-free runtime: same detections as the torch eval path, no torch, clear refusals."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pbd_deploy.data.annotations import ground_truth
+from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.data.video import decode_video
+from pbd_deploy.errors import PbdError
+from pbd_deploy.eval.inference import detect_video
+from pbd_deploy.eval.metrics import THUMOS_THRESHOLDS, evaluate_detections
+from pbd_deploy.models.actionformer import point_grid
+from pbd_deploy.models.io import load_model
+from pbd_deploy.runtime import Detector
+from pbd_deploy.runtime.windows import point_positions
+from tests.export.helpers import deployed
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory, synth_data):
+    return deployed(tmp_path_factory, synth_data)
+
+
+@pytest.fixture(scope="module")
+def torch_side(deploy, synth_data):
+    model = load_model(deploy.parent / "model")
+    return model, TadDataset(synth_data, model.config)
+
+
+def _same(ours, theirs, tol=1e-4):
+    assert [d["label"] for d in ours] == [d["label"] for d in theirs]
+    np.testing.assert_allclose([d["score"] for d in ours], [d["score"] for d in theirs], atol=tol)
+    np.testing.assert_allclose(
+        [d["segment"] for d in ours], [d["segment"] for d in theirs], atol=tol
+    )
+
+
+def test_detect_video_file_matches_torch_and_map_is_equal(deploy, torch_side):
+    model, ds = torch_side
+    runtime = Detector(deploy / "model.onnx", providers=["CPUExecutionProvider"])
+    videos = ds.split("test")
+    ours, theirs = {}, {}
+    for video in videos:
+        path = ds.root / "videos" / f"{video.video_id}.mp4"
+        dets = runtime.detect(path, duration=video.duration)
+        ours[video.video_id] = [d.to_dict() for d in dets]
+        theirs[video.video_id] = detect_video(model, ds, video, runtime.postprocess)
+        _same(ours[video.video_id], theirs[video.video_id])
+    gt = ground_truth(videos)
+    assert np.array_equal(
+        evaluate_detections(gt, ours, THUMOS_THRESHOLDS).mAP,
+        evaluate_detections(gt, theirs, THUMOS_THRESHOLDS).mAP,
+    )
+
+
+def test_array_input_gives_the_same_detections(deploy, synth_data, torch_side):
+    _, ds = torch_side
+    runtime = Detector(deploy)
+    path = ds.root / "videos" / f"{ds.split('test')[0].video_id}.mp4"
+    frames, fps = decode_video(path, fps=10.0)  # original size: the runtime resizes
+    assert min(frames.shape[1:3]) != runtime.spec.resize
+    from_file = runtime.detect(path)
+    from_array = runtime.detect(frames, fps=fps)
+    assert len(from_array) == len(from_file) > 0
+    # Resizing RGB instead of YUV moves pixels by a few levels: close, not identical.
+    assert from_array[0].label == from_file[0].label
+
+
+def test_windows_and_positions_match_the_torch_dataset(deploy, torch_side):
+    model, ds = torch_side
+    runtime = Detector(deploy)
+    np.testing.assert_array_equal(runtime.positions, point_grid(model.config.head)[0].numpy())
+    video = ds.split("test")[0]
+    data, fps = ds.load(video)
+    from pbd_deploy.runtime.windows import points_to_seconds, sliding_windows
+
+    ours = list(sliding_windows(data, runtime.spec))
+    theirs = list(ds.sliding_windows(video))
+    assert len(ours) == len(theirs) > 1
+    for (s1, x1, v1), (s2, x2, v2) in zip(ours, theirs):
+        assert s1 == s2 and v1 == v2 and np.array_equal(x1, x2)
+    pts = np.array([[0.0, 3.5], [10.0, 15.0]])
+    np.testing.assert_array_equal(
+        points_to_seconds(pts, 24, fps, runtime.spec), ds.points_to_seconds(pts, 24, fps)
+    )
+    assert point_positions(runtime.spec).dtype == np.float32
+
+
+def test_static_batch_runs_in_chunks(deploy):
+    runtime = Detector(deploy)
+    assert runtime.backend.static_batch == 1
+    x = np.random.default_rng(0).normal(size=(3, 3, 32, 32, 32)).astype(np.float32)
+    scores, segments = runtime.predict(x)
+    assert scores.shape[0] == segments.shape[0] == 3
+    np.testing.assert_array_equal(scores[1], runtime.predict(x[1:2])[0][0])
+
+
+_NO_TORCH = """
+import importlib.abc, json, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, NoTorch())
+from pbd_deploy.runtime import Detector
+dets = Detector(sys.argv[1]).detect(sys.argv[2])
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+print(json.dumps([d.to_dict() for d in dets]))
+"""
+
+
+def test_runtime_runs_where_importing_torch_fails(deploy, torch_side):
+    _, ds = torch_side
+    video = ds.root / "videos" / f"{ds.split('test')[0].video_id}.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_NO_TORCH), str(deploy / "model.onnx"), str(video)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    in_process = [d.to_dict() for d in Detector(deploy).detect(video)]
+    assert json.loads(proc.stdout) == in_process
+
+
+def test_missing_file_and_missing_manifest(tmp_path, deploy):
+    with pytest.raises(PbdError, match="model file not found"):
+        Detector(tmp_path / "model.onnx")
+    shutil.copy(deploy / "model.onnx", tmp_path / "model.onnx")
+    with pytest.raises(PbdError, match="model.json is missing"):
+        Detector(tmp_path / "model.onnx")
+
+
+def test_onnx_from_another_model_is_refused(tmp_path, deploy):
+    import onnx
+    from onnx import numpy_helper
+
+    other = onnx.load(str(deploy / "model.onnx"))  # the same graph with other weights
+    weights = next(t for t in other.graph.initializer if len(t.dims) == 2)
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 1.01, weights.name))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(deploy, mixed)
+    onnx.save(other, str(mixed / "model.onnx"))
+    with pytest.raises(PbdError, match="does not belong to .*another model"):
+        Detector(mixed / "model.onnx")
+
+
+def test_cli_infer_and_eval_use_the_artifact(deploy, synth_data, tmp_path):
+    from click.testing import CliRunner
+
+    from pbd_deploy.cli import main
+
+    video = sorted((synth_data / "videos").glob("*.mp4"))[0]
+    out = tmp_path / "dets.json"
+    result = CliRunner().invoke(
+        main, ["infer", str(deploy / "model.onnx"), str(video), "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["detections"]
+    expected = [d._asdict() for d in Detector(deploy).detect(video)]
+    assert rows == expected and f"{len(rows)} detections" in result.output
+    missing = CliRunner().invoke(main, ["infer", str(tmp_path / "no.onnx"), str(video)])
+    assert missing.exit_code == 2 and "model file not found" in missing.output
+    ev = CliRunner().invoke(
+        main, ["eval", str(deploy / "model.onnx"), "--data", str(synth_data), "--json"]
+    )
+    assert ev.exit_code == 0, ev.output
+    manifest = json.loads((deploy / "model.json").read_text())
+    assert json.loads(ev.output)["average_mAP"] == manifest["accuracy"]["onnx_fp32"]["average_mAP"]
