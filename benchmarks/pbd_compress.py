@@ -92,17 +92,18 @@ def to_markdown(result: dict) -> str:
         f"blocks; {result['epochs']} recovery epochs per dropped block (one-shot: "
         f"{3 * result['epochs']} in one recovery). Test split, THUMOS tIoU 0.3:0.1:0.7.",
         "",
-        "| model | blocks dropped | backbone GMACs | backbone MACs saved | test avg mAP "
-        "| mAP@0.3 / 0.5 / 0.7 | val avg mAP |",
+        "| model | blocks dropped | backbone GMACs | MACs saved: blocks / backbone "
+        "| test avg mAP | mAP@0.3 / 0.5 / 0.7 | val avg mAP |",
         "|---|---|---|---|---|---|---|",
     ]
 
     def row(label, entry, dropped, val=""):
         macs = entry["macs"]["backbone"]
         saved = 1 - macs / base["macs"]["backbone"]
+        blocks = 1 - sum(entry["macs"]["blocks"]) / sum(base["macs"]["blocks"])
         m = entry["test"]["mAP"]
         lines.append(
-            f"| {label} | {dropped} | {macs / 1e9:.4f} | {100 * saved:.1f}% "
+            f"| {label} | {dropped} | {macs / 1e9:.4f} | {100 * blocks:.1f}% / {100 * saved:.1f}% "
             f"| {100 * entry['test']['average_mAP']:.2f} "
             f"| {100 * m[0]:.2f} / {100 * m[2]:.2f} / {100 * m[4]:.2f} | {val} |"
         )
@@ -113,7 +114,14 @@ def to_markdown(result: dict) -> str:
     for v in result["variants"]:
         row(v["variant"], v, v["dropped"], f"{100 * v['val_mAP']:.2f}")
     delta = 100 * (first["test"]["average_mAP"] - base["test"]["average_mAP"])
-    lines += ["", f"Headline: test average mAP change after recovery {delta:+.2f} points."]
+    lines += [
+        "",
+        f"Headline: test average mAP change after recovery {delta:+.2f} points.",
+        "",
+        "Backbone MACs include the patch embedding, which is 13% of the tiny backbone (32x32",
+        "frames, 64 channels) but 2% of VideoMAE-S's, where 3 of 12 blocks save 24.5%.",
+        "One seed per variant: differences under about a point are not shown to be significant.",
+    ]
     return "\n".join(lines) + "\n"
 
 
