@@ -30,6 +30,7 @@ class BackboneConfig:
     dim: int = 384
     depth: int = 12
     heads: int = 6
+    head_dim: int | None = None  # None: dim // heads; set when heads are pruned (fewer heads)
     mlp_ratio: float = 4.0
     mlp_dims: list[int] | None = None  # per kept block, after channel pruning; None: dim*ratio
     patch: int = 16
@@ -43,10 +44,15 @@ class BackboneConfig:
     def __post_init__(self):
         if self.block_indices is None:
             self.block_indices = list(range(self.depth))
-        if self.dim % self.heads:
+        if self.head_dim is None and self.dim % self.heads:
             raise PbdError(f"backbone dim {self.dim} is not divisible by heads {self.heads}")
         if self.chunk_frames % self.tubelet:
             raise PbdError("backbone chunk_frames must be a multiple of tubelet")
+
+    @property
+    def attn_dim(self) -> int:
+        """Width of q, k and v: heads * head_dim (equals dim unless heads were pruned)."""
+        return self.heads * (self.head_dim or self.dim // self.heads)
 
     def mlp_dim(self, position: int) -> int:
         if self.mlp_dims is not None:
@@ -68,22 +74,24 @@ def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention with VideoMAE's q and v biases (no k bias)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, head_dim: int | None = None):
         super().__init__()
         self.heads = heads
+        self.head_dim = head_dim or dim // heads
+        inner = heads * self.head_dim  # < dim when heads were pruned
         # qkv stays a bias-free nn.Linear so LoRA (peft) can wrap it; q/v biases are added after.
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim))
-        self.v_bias = nn.Parameter(torch.zeros(dim))
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(inner))
+        self.v_bias = nn.Parameter(torch.zeros(inner))
+        self.proj = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape  # (B, N, C)
+        b, n, _ = x.shape  # (B, N, C)
         bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-        qkv = (self.qkv(x) + bias).reshape(b, n, 3, self.heads, c // self.heads)
+        qkv = (self.qkv(x) + bias).reshape(b, n, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, head_dim)
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+        return self.proj(x.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
 
 class Mlp(nn.Module):
@@ -107,11 +115,11 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0):
+    def __init__(self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0, head_dim=None):
         super().__init__()
         self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, head_dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_dim)
 
@@ -134,7 +142,8 @@ class VideoMAEBackbone(nn.Module):
             stride=(c.tubelet, c.patch, c.patch),
         )
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, c.mlp_dim(i), c.drop_path) for i in range(len(c.block_indices))
+            Block(c.dim, c.heads, c.mlp_dim(i), c.drop_path, c.head_dim)
+            for i in range(len(c.block_indices))
         )
         self.norm = nn.LayerNorm(c.dim, eps=1e-6) if c.final_norm else nn.Identity()
         grid = c.img_size // c.patch

@@ -1,0 +1,1 @@
+"""Benchmarks: latency across backends, GEMM efficiency, Jetson power, and their reports."""
