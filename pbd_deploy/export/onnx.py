@@ -115,6 +115,7 @@ def export_onnx(
     if opset < 17:
         raise PbdError(f"opset {opset} < 17 has no LayerNormalization; use --opset 17 or later")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     name = input_name(model)
     graph = (_DynamicTimeGraph if dynamic else _PredictGraph)(model)
     axes = None
