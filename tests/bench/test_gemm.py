@@ -45,13 +45,27 @@ def test_sweep_reports_flops_over_time():
         assert block["seconds"] == pytest.approx(sum(r["seconds"] for r in ops if r is not block))
 
 
-def test_time_gemm_grows_with_the_work():
-    config = GemmConfig(iters=3, warmup=1, threads=1)
-    from pbd_deploy.bench.gemm import GemmShape
+def test_time_gemms_interleaves_the_shapes_and_takes_medians(monkeypatch):
+    # Timing itself is not asserted (a loaded machine reorders anything): the scheduling is.
+    from pbd_deploy.bench import gemm
 
-    small = time_gemm(GemmShape("s", 64, 64, 64), config)
-    big = time_gemm(GemmShape("b", 512, 512, 512), config)  # 512x the FLOPs
-    assert big > 5 * small
+    calls = []
+    monkeypatch.setattr(gemm, "_matmul", lambda shape, config: lambda: calls.append(shape.op))
+    seconds = iter([5.0, 1.0, 3.0, 2.0, 4.0, 9.0])
+    monkeypatch.setattr(gemm, "_time_one", lambda call, device: (call(), next(seconds))[1])
+    shapes = [gemm.GemmShape("s", 8, 8, 8), gemm.GemmShape("b", 16, 16, 16)]
+    medians = gemm.time_gemms(shapes, GemmConfig(iters=3, warmup=1, threads=1))
+    assert calls == ["s", "b"] * 4  # one warm-up round, then three timed rounds, alternating
+    assert medians == [4.0, 2.0]
+
+
+def test_the_timed_product_has_the_shape_of_the_gemm():
+    from pbd_deploy.bench.gemm import GemmShape, _matmul
+
+    config = GemmConfig(iters=1, warmup=0, threads=1)
+    assert _matmul(GemmShape("x", 6, 5, 7), config)().shape == (6, 7)
+    assert _matmul(GemmShape("x", 6, 5, 7, batch=3), config)().shape == (3, 6, 7)
+    assert time_gemm(GemmShape("x", 6, 5, 7), config) > 0
 
 
 def test_probe_compares_full_and_equal_macs_narrow():

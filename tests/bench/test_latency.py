@@ -38,7 +38,7 @@ def test_rounds_alternate_between_models():
 def test_times_what_the_call_takes():
     runner = fake_runner("sleep", lambda: time.sleep(0.02))
     seconds = time_once(runner)
-    assert 0.02 <= seconds < 0.06
+    assert 0.02 <= seconds < 0.5  # a sleep never returns early; a loaded machine adds delay
 
 
 def test_harness_overhead_against_a_bare_loop():
