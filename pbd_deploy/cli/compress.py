@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from pbd_deploy.cli.base import PAST_END, RichProgress, friendly, main
@@ -70,10 +72,13 @@ def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, resume,
         lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()],
         **options,
     )
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
     with RichProgress() as progress:
         report = compress_model_dir(
-            model_dir, data, out, config, force, resume, progress=progress, past_end=past_end
+            model_dir, data, out, config, force, resume, progress if main_rank else None, past_end
         )
+    if not main_rank:
+        return
     base = report["baseline"]
     last = next((r for r in reversed(report["iterations"]) if r.get("kept")), base)
     click.echo(
