@@ -70,18 +70,22 @@ def report_plot(report: dict) -> bytes:
     points = [(n, r) for n, r in _rows(report) if r.get("kept", True)]
     blocks = [n for n, _ in points]
     fig, left = plt.subplots(figsize=(6, 4))
-    left.plot(blocks, [100 * r["val_mAP"] for _, r in points], "o-", label="val mAP (recovered)")
+    left.plot(blocks, [100 * r["val_mAP"] for _, r in points], "o-", label="val mAP, recovered")
     left.plot(
-        blocks, [100 * r["val_mAP_before"] for _, r in points], "x--", label="val mAP (dropped)"
+        blocks,
+        [100 * r["val_mAP_before"] for _, r in points],
+        "x--",
+        label="val mAP, before recovery",
     )
     left.set_xlabel("blocks dropped")
     left.set_ylabel("val average mAP (%)")
     right = left.twinx()
-    right.plot(blocks, [r["macs"] / base_macs for _, r in points], "s:", color="grey")
+    right.plot(blocks, [r["macs"] / base_macs for _, r in points], "s:", color="grey", label="MACs")
     right.set_ylabel("MACs kept (fraction)")
-    left.legend(loc="lower left")
+    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False)
     left.set_xticks(blocks)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
