@@ -190,8 +190,7 @@ class _BlockDrop:
     def _score(self) -> dict:
         """Choose this iteration's block(s); scores only when the user did not name them."""
         started = time.time()
-        one_shot = self.config.schedule == "one-shot"
-        count = self._remaining() if one_shot else 1
+        count = self._remaining() if self._one_shot() else 1
         scores, ranked = {}, []
         if self.budget.indices is None:
             scores = score_candidates(
