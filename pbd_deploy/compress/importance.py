@@ -21,12 +21,11 @@ from pbd_deploy.compress import distributed
 from pbd_deploy.compress.blocks import drop_block, list_blocks
 from pbd_deploy.data.annotations import VideoInfo, ground_truth
 from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.eval.inference import merge_windows, window_parts
 from pbd_deploy.eval.metrics import THUMOS_THRESHOLDS, evaluate_detections
-from pbd_deploy.eval.postprocess import PostprocessConfig, detections_to_dicts
+from pbd_deploy.eval.postprocess import PostprocessConfig
 from pbd_deploy.models.actionformer import decode_segments, detection_loss
 from pbd_deploy.models.detector import Detector
-from pbd_deploy.runtime.nms import fast_postprocess
-from pbd_deploy.runtime.windows import window_candidates
 from pbd_deploy.train import Batcher
 
 HIGHER_IS_BETTER = {"map": True, "loss": False, "mse": False}
@@ -114,30 +113,22 @@ class _Tally:
     def _add_detections(self, index, logits, offsets, video, batch):
         scores = torch.sigmoid(logits).cpu().numpy()
         segments = decode_segments(self.model.positions, offsets).cpu().numpy()
-        _, fps = self.dataset.load(video)
         parts = self.parts.setdefault(index, {}).setdefault(video.video_id, [])
-        for (start, *_, valid), sc, sg in zip(batch, scores, segments):
-            to_sec = lambda p, s=start: self.dataset.points_to_seconds(p, s, fps)  # noqa: E731
-            cands = window_candidates(
-                sc, sg, self.positions, valid, to_sec, video.duration, PostprocessConfig()
-            )
-            parts.append(cands)
+        parts += window_parts(
+            self.dataset, video, batch, scores, segments, self.positions, PostprocessConfig()
+        )
 
     def local_result(self):
         """What this rank sends: detections per video (map) or [sum, count] (loss, mse)."""
         if self.criterion != "map":
             return self.sums
         names = self.model.config.class_names
-        config = PostprocessConfig()
-        out = {}
-        for index, videos in self.parts.items():
-            out[index] = {}
-            for vid, parts in videos.items():
-                segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
-                out[index][vid] = detections_to_dicts(
-                    *fast_postprocess(segs, scs, labels, config), names
-                )
-        return out
+        return {
+            index: {
+                vid: merge_windows(parts, PostprocessConfig(), names) for vid, parts in v.items()
+            }
+            for index, v in self.parts.items()
+        }
 
 
 def _combine(criterion: str, results: list[dict], videos, thresholds) -> dict[int, float]:

@@ -106,7 +106,6 @@ class _BlockDrop:
         # Fail now when a split is missing, not after an hour of scoring.
         self.calibration = self.dataset.annotations.calibration_split(config.calib_fraction)
         self.dataset.split("val")
-        self.levels = THUMOS_THRESHOLDS
         options = {**config.to_dict(), "model": fingerprint(model)}
         self.state = RunState.open(state_file, options, resume)
         self.student = self._rebuild()
@@ -201,7 +200,7 @@ class _BlockDrop:
                 teacher=self.teacher,
                 batch_size=self.config.batch_size,
                 device=self.device,
-                thresholds=self.levels,
+                thresholds=THUMOS_THRESHOLDS,
                 progress=self.progress,
             )
             ranked = best_candidates(scores, self.config.criterion, len(scores))

@@ -91,10 +91,6 @@ class RunState:
             os.replace(tmp, self.path)
         distributed.barrier()
 
-    def remove(self) -> None:
-        if self.path is not None and distributed.is_main():
-            self.path.unlink(missing_ok=True)
-
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the module's state dict."""

@@ -31,6 +31,29 @@ from pbd_deploy.runtime.windows import window_candidates  # numpy-only, shared w
 Progress = Callable[..., None]
 
 
+def window_parts(dataset: TadDataset, video: VideoInfo, windows, scores, segments, positions,
+                 config: PostprocessConfig) -> list:  # fmt: skip
+    """Per-window candidates in seconds, before NMS.
+
+    Args:
+        windows: the (start, ..., valid points) tuples of the windows, in order.
+        scores: (B, N, K) probabilities; segments: (B, N, 2) head points; positions: (N,).
+    """
+    _, fps = dataset.load(video)
+    parts = []
+    for (start, *_, valid), sc, sg in zip(windows, scores, segments):
+        to_sec = lambda p, s=start: dataset.points_to_seconds(p, s, fps)  # noqa: E731
+        parts.append(window_candidates(sc, sg, positions, valid, to_sec, video.duration, config))
+    return parts
+
+
+def merge_windows(parts: list, config: PostprocessConfig, class_names) -> list[dict]:
+    """One video's detections from its windows' candidates: per-class Soft-NMS, top-k."""
+    segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
+    dets = fast_postprocess(segs, scs, labels, config)  # = postprocess, stops at the top-k
+    return detections_to_dicts(*dets, class_names)
+
+
 def detect_video(
     model,
     dataset: TadDataset,
@@ -40,7 +63,6 @@ def detect_video(
     device: str = "cpu",
 ) -> list[dict]:
     """Detections of one video: sliding windows, per-window top-k, then per-class NMS."""
-    _, fps = dataset.load(video)
     positions = model.positions.cpu().numpy()
     # Windows are built lazily, one batch at a time: a real-size window (768 frames at
     # 160x160) is 236 MB as float32, so a whole video's windows must not be held at once.
@@ -50,14 +72,9 @@ def detect_video(
         x = torch.from_numpy(np.stack([w[1] for w in batch])).to(device)
         with torch.no_grad():
             scores, segments = model.predict(x)
-        for (start, _, valid), sc, sg in zip(batch, scores.cpu().numpy(), segments.cpu().numpy()):
-            to_sec = lambda p, s=start: dataset.points_to_seconds(p, s, fps)  # noqa: E731
-            parts.append(
-                window_candidates(sc, sg, positions, valid, to_sec, video.duration, config)
-            )
-    segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
-    dets = fast_postprocess(segs, scs, labels, config)  # = postprocess, stops at the top-k
-    return detections_to_dicts(*dets, dataset.config.class_names)
+        scores, segments = scores.cpu().numpy(), segments.cpu().numpy()
+        parts += window_parts(dataset, video, batch, scores, segments, positions, config)
+    return merge_windows(parts, config, dataset.config.class_names)
 
 
 def predict_split(
