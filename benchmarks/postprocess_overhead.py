@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, save_results  # noqa: E402
 
 from pbd_deploy.eval.postprocess import postprocess  # noqa: E402
 from pbd_deploy.export import ExportConfig, export_model  # noqa: E402
@@ -35,8 +35,6 @@ from pbd_deploy.runtime.windows import (  # noqa: E402
     sliding_windows,
     window_candidates,
 )
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _timed(fn) -> float:
@@ -138,8 +136,6 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0],
         "models": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "postprocess_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     command = result["command"]
     lines = [
         "# Post-processing overhead per window (ORT CPU)",
@@ -164,7 +160,7 @@ def main() -> None:
             f"| {100 * r['ratio_eval_postprocess']:.1f}% |"
         )
     lines += ["", f"Target: runtime ratio at most 5%. Command: `{command}`", ""]
-    (RESULTS / "postprocess_overhead.md").write_text("\n".join(lines))
+    save_results("postprocess_overhead", result, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -8,20 +8,17 @@ Target: under 10 minutes on 2 CPU cores, test average mAP between 0.5 and 0.9. U
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, save_results  # noqa: E402
 
 from pbd_deploy.data.synthetic import SynthConfig, make_synthetic  # noqa: E402
 from pbd_deploy.eval.inference import evaluate_path  # noqa: E402
 from pbd_deploy.train import TrainConfig, train_model_dir  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -53,8 +50,6 @@ def main() -> None:
         "test": result.to_json(),
         "epochs": summary["epochs"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quickstart.json").write_text(json.dumps(out, indent=2) + "\n")
     m = out["machine"]
     lines = [
         f"# Quickstart: synth + train videomae-tiny + eval ({m['cpu']}, {m['cores']} cores)",
@@ -75,7 +70,7 @@ def main() -> None:
         + f" | {100 * result.average_mAP:.2f} |",
         "",
     ]
-    (RESULTS / "quickstart.md").write_text("\n".join(lines))
+    save_results("quickstart", out, "\n".join(lines))
     print("\n".join(lines))
 
 

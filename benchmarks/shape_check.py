@@ -7,7 +7,6 @@ Writes benchmarks/results/shape_check.json and .md. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,13 +14,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe_machine  # noqa: E402
+from machine import describe_machine, save_results  # noqa: E402
 
 from pbd_deploy.models.complexity import count_macs, count_params  # noqa: E402
 from pbd_deploy.models.detector import Detector  # noqa: E402
 from pbd_deploy.models.registry import model_config  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 CLASSES = [f"class{i}" for i in range(20)]  # THUMOS14 has 20
 
 
@@ -78,8 +76,6 @@ def main() -> None:
         "cpu_window": run_window(args.model, args.window),
         "published": {"model": "VideoMAE-S + ActionFormer (PBD paper)", "GMACs": 286.3},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "shape_check.json").write_text(json.dumps(result, indent=2) + "\n")
     w = result["cpu_window"]
     lines = [
         f"# Shape check ({result['machine']['cpu']}, {result['machine']['cores']} cores)",
@@ -99,7 +95,7 @@ def main() -> None:
         f"and {w['segments']} segments (finite: {w['finite']}).",
         "",
     ]
-    (RESULTS / "shape_check.md").write_text("\n".join(lines))
+    save_results("shape_check", result, "\n".join(lines))
     print("\n".join(lines))
 
 
