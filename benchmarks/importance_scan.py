@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe_machine, save_results  # noqa: E402
 
 from pbd_deploy.compress.importance import best_candidates, score_candidates  # noqa: E402
-from pbd_deploy.data.annotations import load_annotations  # noqa: E402
+from pbd_deploy.core.annotations import load_annotations  # noqa: E402
 from pbd_deploy.data.dataset import TadDataset  # noqa: E402
 from pbd_deploy.data.synthetic import SynthConfig, make_synthetic  # noqa: E402
 from pbd_deploy.models.detector import Detector  # noqa: E402

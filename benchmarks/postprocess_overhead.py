@@ -25,12 +25,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe_machine, save_results  # noqa: E402
 
-from pbd_deploy.eval.postprocess import postprocess  # noqa: E402
+from pbd_deploy.core.postprocess import postprocess  # noqa: E402
 from pbd_deploy.export import ExportConfig, export_model  # noqa: E402
 from pbd_deploy.models.registry import init_model_dir  # noqa: E402
 from pbd_deploy.runtime import Detector  # noqa: E402
-from pbd_deploy.runtime.nms import fast_postprocess  # noqa: E402
-from pbd_deploy.runtime.windows import (  # noqa: E402
+from pbd_deploy.core.nms import fast_postprocess  # noqa: E402
+from pbd_deploy.core.windows import (  # noqa: E402
     points_to_seconds,
     sliding_windows,
     window_candidates,
@@ -145,8 +145,8 @@ def main() -> None:
         f"ORT intra-op threads {args.threads}; median of {args.repeats} rounds, inference and "
         "post-processing timed in turn on the same windows. Post-processing = per-window "
         "top-k and time mapping + the video's Soft-NMS, divided by its windows. The runtime's "
-        "Soft-NMS (`pbd_deploy.runtime.nms`, stops at max_detections) returns exactly the "
-        "eval's detections (`pbd_deploy.eval.postprocess`), checked in the run.",
+        "Soft-NMS (`pbd_deploy.core.nms`, stops at max_detections) returns exactly the "
+        "eval's detections (`pbd_deploy.core.postprocess`), checked in the run.",
         "",
         "| model, input | videos | windows | inference ms/window | runtime post ms/window "
         "| ratio | eval post ms/window | ratio |",

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pbd_deploy.atomic import prepare_output
-from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.core.atomic import prepare_output
+from pbd_deploy.core.annotations import load_annotations
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model

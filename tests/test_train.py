@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.core.annotations import load_annotations
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import Detector

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from pbd_deploy.compress import distributed
 from pbd_deploy.compress.blocks import drop_block, list_blocks
-from pbd_deploy.data.annotations import VideoInfo, ground_truth
+from pbd_deploy.core.annotations import VideoInfo, ground_truth
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import merge_windows, window_parts
-from pbd_deploy.eval.metrics import THUMOS_THRESHOLDS, evaluate_detections
-from pbd_deploy.eval.postprocess import PostprocessConfig
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
+from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.models.actionformer import decode_segments, detection_loss
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.train import Batcher

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
-from pbd_deploy.atomic import prepare_output
+from pbd_deploy.core.atomic import prepare_output
 from pbd_deploy.compress import distributed
 from pbd_deploy.compress.align import AlignWeights, alignment_loss
 from pbd_deploy.compress.blocks import drop_block, list_blocks
@@ -27,7 +27,7 @@ from pbd_deploy.compress.report import report_json, report_markdown, report_plot
 from pbd_deploy.compress.state import RunState, cpu_state, fingerprint
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import Progress, evaluate_model
-from pbd_deploy.eval.metrics import THUMOS_THRESHOLDS
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS
 from pbd_deploy.models.complexity import count_macs, count_params
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import CONFIG_FILE, add_history, load_model, save_model

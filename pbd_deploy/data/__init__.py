@@ -1,1 +1,1 @@
-"""Datasets on disk: annotations, video decoding, features, window sampling, synthetic data."""
+"""Datasets for training: torch windows, features, sampling, synthetic data (files: `core`)."""

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pbd_deploy.data.annotations import Annotations, VideoInfo, load_annotations
+from pbd_deploy.core.annotations import Annotations, VideoInfo, load_annotations
 from pbd_deploy.data.features import load_features
 from pbd_deploy.data.sampling import crop_segments, sample_window
-from pbd_deploy.data.video import decode_video, normalize, take_window
+from pbd_deploy.core.video import decode_video, normalize, take_window
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import DetectorConfig
-from pbd_deploy.runtime import windows
+from pbd_deploy.core import windows
 
 
 class TadDataset:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pbd_deploy.atomic import prepare_output, write_atomically
+from pbd_deploy.core.atomic import prepare_output, write_atomically
 from pbd_deploy.data.render import (
     LINEAR_DIRECTIONS,
     OBJECT_RADIUS,
@@ -53,7 +53,7 @@ PATTERNS = (
 )
 SUBSETS = ("training", "validation", "testing")
 
-# Computed once from tests/data/thumos14.json (412 videos, 6365 instances, all subsets): the
+# Computed once from tests/fixtures/thumos14.json (412 videos, 6365 instances, all subsets): the
 # 0%, 5%, ..., 100% quantiles (seconds) of instance length, and of the gap from one instance's
 # end to the next instance's start (instances sorted by start; negative = overlap, ~9%).
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)

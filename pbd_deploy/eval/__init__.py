@@ -1,1 +1,1 @@
-"""Detection evaluation: post-processing (NMS) and mAP@tIoU as ActivityNet computes it."""
+"""Evaluation of a model (torch, or an exported file) over a split; mAP and NMS are in `core`."""

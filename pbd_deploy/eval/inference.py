@@ -9,24 +9,24 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pbd_deploy.data.annotations import VideoInfo, ground_truth, load_annotations
+from pbd_deploy.core.annotations import VideoInfo, ground_truth, load_annotations
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.metrics import (
+from pbd_deploy.core.metrics import (
     ACTIVITYNET_THRESHOLDS,
     THUMOS_THRESHOLDS,
     DetectionResult,
     evaluate_detections,
     load_predictions,
 )
-from pbd_deploy.eval.metrics import save_predictions as save_predictions_file
-from pbd_deploy.eval.postprocess import (
+from pbd_deploy.core.metrics import save_predictions as save_predictions_file
+from pbd_deploy.core.postprocess import (
     PostprocessConfig,
     detections_to_dicts,
 )
 from pbd_deploy.models.io import load_model
-from pbd_deploy.runtime.nms import fast_postprocess
-from pbd_deploy.runtime.windows import window_candidates  # numpy-only, shared with the runtime
+from pbd_deploy.core.nms import fast_postprocess
+from pbd_deploy.core.windows import window_candidates  # numpy-only, shared with the runtime
 
 Progress = Callable[..., None]
 
@@ -132,7 +132,7 @@ def evaluate_path(
         if path.is_dir():
             detector = load_model(path, device)
         else:  # an exported artifact, run by the torch-free runtime
-            from pbd_deploy.export.adapter import load_artifact
+            from pbd_deploy.eval.artifact import load_artifact
 
             detector = load_artifact(path)
         result, predictions = evaluate_model(

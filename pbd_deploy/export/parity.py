@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import torch
 
-from pbd_deploy.eval.postprocess import PostprocessConfig, postprocess
+from pbd_deploy.core.postprocess import PostprocessConfig, postprocess
 from pbd_deploy.export.onnx import example_input
 from pbd_deploy.models.actionformer import point_grid
-from pbd_deploy.runtime.windows import window_candidates
+from pbd_deploy.core.windows import window_candidates
 
 
 def random_inputs(model, batches: list[int], window: int) -> list[np.ndarray]:

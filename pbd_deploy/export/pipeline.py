@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from pbd_deploy.atomic import prepare_output, write_atomically
+from pbd_deploy.core.atomic import prepare_output, write_atomically
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.postprocess import PostprocessConfig
+from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.export import parity
 from pbd_deploy.export.config import ExportConfig
 from pbd_deploy.export.onnx import OUTPUT_NAMES, check_window, export_onnx, input_name
@@ -110,7 +110,7 @@ class _Export:
     def evaluate(self, name: str | None):
         """(mAP result, predictions) of the torch model (name None) or an exported file."""
         from pbd_deploy.eval.inference import evaluate_model
-        from pbd_deploy.export.adapter import ArtifactModel
+        from pbd_deploy.eval.artifact import ArtifactModel
 
         model = self.model if name is None else ArtifactModel(self.runtime(name))
         return evaluate_model(model, self.dataset, self.config.split)

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from pbd_deploy.atomic import prepare_output
+from pbd_deploy.core.atomic import prepare_output
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import add_history, load_state, save_model

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pbd_deploy.data.video import VIDEOMAE_MEAN, VIDEOMAE_STD
+from pbd_deploy.core.video import VIDEOMAE_MEAN, VIDEOMAE_STD
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import ActionFormerHead, HeadConfig, decode_segments, point_grid
 from pbd_deploy.models.vit import BackboneConfig, VideoMAEBackbone, init_weights

@@ -9,7 +9,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pbd_deploy.atomic import write_atomically
+from pbd_deploy.core.atomic import write_atomically
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import Detector, DetectorConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from pbd_deploy.atomic import prepare_output
+from pbd_deploy.core.atomic import prepare_output
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import HeadConfig
 from pbd_deploy.models.detector import Detector, DetectorConfig, InputConfig

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.core.annotations import load_annotations
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import save_model
 from tests.conftest import tiny_config

@@ -9,7 +9,7 @@ from pbd_deploy.compress.importance import (
     candidate_outputs,
     score_candidates,
 )
-from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.core.annotations import load_annotations
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import evaluate_model
 from pbd_deploy.models.detector import Detector

@@ -18,7 +18,7 @@ from pbd_deploy.data.synthetic import (
 )
 from pbd_deploy.errors import PbdError
 
-THUMOS = Path(__file__).parent / "thumos14.json"
+THUMOS = Path(__file__).parents[1] / "fixtures" / "thumos14.json"
 SMALL = dict(videos=6, classes=3, min_duration=10.0, max_duration=14.0, seed=3)
 
 

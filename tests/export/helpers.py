@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pbd_deploy.data.annotations import load_annotations
+from pbd_deploy.core.annotations import load_annotations
 from pbd_deploy.export import ExportConfig, export_model
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import save_model

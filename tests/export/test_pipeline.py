@@ -104,7 +104,7 @@ def test_calibration_windows_come_from_the_training_split(synth_data):
 
 
 def ds_classes(data):
-    from pbd_deploy.data.annotations import load_annotations
+    from pbd_deploy.core.annotations import load_annotations
 
     return load_annotations(data / "annotations.json").class_names
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pbd_deploy.data.annotations import ground_truth
+from pbd_deploy.core.annotations import ground_truth
 from pbd_deploy.data.dataset import TadDataset
-from pbd_deploy.data.video import decode_video
+from pbd_deploy.core.video import decode_video
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import detect_video
-from pbd_deploy.eval.metrics import THUMOS_THRESHOLDS, evaluate_detections
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
 from pbd_deploy.models.actionformer import point_grid
 from pbd_deploy.models.io import load_model
 from pbd_deploy.runtime import Detector
-from pbd_deploy.runtime.windows import point_positions
+from pbd_deploy.core.windows import point_positions
 from tests.export.helpers import deployed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_windows_and_positions_match_the_torch_dataset(deploy, torch_side):
     np.testing.assert_array_equal(runtime.positions, point_grid(model.config.head)[0].numpy())
     video = ds.split("test")[0]
     data, fps = ds.load(video)
-    from pbd_deploy.runtime.windows import points_to_seconds, sliding_windows
+    from pbd_deploy.core.windows import points_to_seconds, sliding_windows
 
     ours = list(sliding_windows(data, runtime.spec))
     theirs = list(ds.sliding_windows(video))

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from pbd_deploy.data.video import (
+from pbd_deploy.core.video import (
     decode_video,
     normalize,
     take_window,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pbd_deploy.data.annotations import (
+from pbd_deploy.core.annotations import (
     Annotation,
     Annotations,
     VideoInfo,
@@ -13,7 +13,7 @@ from pbd_deploy.data.annotations import (
 )
 from pbd_deploy.errors import PbdError
 
-THUMOS = Path(__file__).parent / "thumos14.json"
+THUMOS = Path(__file__).parents[1] / "fixtures" / "thumos14.json"
 
 
 @pytest.fixture(scope="module")

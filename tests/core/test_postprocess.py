@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.postprocess import (
+from pbd_deploy.core.postprocess import (
     PostprocessConfig,
     detections_to_dicts,
     hard_nms,
@@ -186,7 +186,7 @@ def test_detections_to_dicts():
 def test_eval_modules_do_not_import_torch():
     # The torch-free runtime reuses these modules.
     code = (
-        "import sys, pbd_deploy.eval.metrics, pbd_deploy.eval.postprocess; "
+        "import sys, pbd_deploy.core.metrics, pbd_deploy.core.postprocess; "
         "sys.exit('torch' in sys.modules)"
     )
     root = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Soft-NMS that stops at `max_detections`: the same detections as `eval.postprocess`, faster.
 
-`pbd_deploy.eval.postprocess.postprocess` runs Soft-NMS over every candidate of every class
+`pbd_deploy.core.postprocess.postprocess` runs Soft-NMS over every candidate of every class
 and only then keeps the best `max_detections`. Within a class, picks come out with
 non-increasing scores (every pick decays the others), so the global best-first order is a
 merge of the per-class pick sequences. Advancing only the class whose next pick is best, and
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pbd_deploy.eval.postprocess import Detections, PostprocessConfig, postprocess
+from pbd_deploy.core.postprocess import Detections, PostprocessConfig, postprocess
 
 
 class _ClassSoftNms:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.metrics import segment_iou
+from pbd_deploy.core.metrics import segment_iou
 
 NMS_METHODS = ("soft", "hard", "none")
 SOFT_METHODS = ("gaussian", "linear")

@@ -37,7 +37,7 @@ ROLES = ("train", "val", "test")
 END_TOLERANCE_S = 1.0
 
 # Segments ending further past the duration are a policy choice, not a hard error: the
-# real THUMOS14 file (tests/data/thumos14.json, the ActionFormer "Thumos14-30fps"
+# real THUMOS14 file (tests/fixtures/thumos14.json, the ActionFormer "Thumos14-30fps"
 # version) has 30 such segments in 5 videos, all starting after the video ends, by up
 # to 537 s (video_test_0000270: 22 of 29 segments; also video_test_0000814,
 # video_test_0001081, video_validation_0000364, video_validation_0000856). No small

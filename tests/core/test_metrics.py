@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.metrics import (
+from pbd_deploy.core.metrics import (
     ACTIVITYNET_THRESHOLDS,
     THUMOS_THRESHOLDS,
     ClassSegments,
@@ -18,7 +18,7 @@ from pbd_deploy.eval.metrics import (
     segment_iou,
 )
 
-THUMOS_JSON = Path(__file__).resolve().parents[1] / "data" / "thumos14.json"
+THUMOS_JSON = Path(__file__).resolve().parents[1] / "fixtures" / "thumos14.json"
 
 
 # --- an independent, deliberately naive implementation of the protocol -------------------

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pbd_deploy.eval.postprocess import PostprocessConfig, postprocess
-from pbd_deploy.runtime.nms import fast_postprocess
+from pbd_deploy.core.postprocess import PostprocessConfig, postprocess
+from pbd_deploy.core.nms import fast_postprocess
 
 
 @pytest.mark.parametrize("seed", range(40))
