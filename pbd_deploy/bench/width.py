@@ -10,29 +10,15 @@ from __future__ import annotations
 import copy
 import math
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from pbd_deploy.errors import PbdError
+from pbd_deploy.models.complexity import count_macs
 from pbd_deploy.models.detector import Detector, DetectorConfig
 from pbd_deploy.models.io import add_history
-from pbd_deploy.models.vit import VideoMAEBackbone
 
 
 def backbone_macs(config: DetectorConfig) -> int:
-    """MACs of the backbone for one window of the config's input.
-
-    Equal to `count_macs(config)["backbone"]`, counted on the backbone alone (on the meta
-    device) because narrowing evaluates it several times and the head does not change.
-    """
-    inp = config.input
-    with torch.device("meta"):
-        backbone = VideoMAEBackbone(config.backbone).eval()
-        frames = torch.empty(1, 3, inp.window, inp.crop, inp.crop)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        backbone(frames)
-    return int(counter.get_total_flops() // 2)
+    """MACs of the backbone for one window of the config's input (`count_macs`'s share)."""
+    return count_macs(config)["backbone"]
 
 
 def narrow_config(config: DetectorConfig, macs_target: int, align: int = 8) -> DetectorConfig:

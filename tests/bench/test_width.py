@@ -5,7 +5,6 @@ import torch
 
 from pbd_deploy.bench.width import backbone_macs, init_narrow, narrow_config
 from pbd_deploy.errors import PbdError
-from pbd_deploy.models.complexity import count_macs
 from pbd_deploy.models.io import load_model, save_model
 from pbd_deploy.models.registry import model_config
 from tests.conftest import tiny_config
@@ -55,11 +54,6 @@ def test_narrow_model_runs_saves_and_reloads(tmp_path):
     assert loaded.config.backbone.head_dim == model.config.backbone.head_dim
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)[0], logits)
-
-
-def test_backbone_macs_is_the_backbone_part_of_count_macs():
-    config = tiny_config()
-    assert backbone_macs(config) == count_macs(config)["backbone"]
 
 
 def test_unreachable_targets_are_refused():
