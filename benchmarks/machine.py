@@ -1,32 +1,11 @@
-"""The machine a benchmark ran on, recorded beside every result."""
+"""Where benchmark results go, and the machine they ran on (`pbd_deploy.bench.machine`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 
-import torch
-
-
-def describe_machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
+from pbd_deploy.bench.machine import describe_machine  # noqa: F401 (re-exported)
 
 RESULTS = Path(__file__).parent / "results"
 

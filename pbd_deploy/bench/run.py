@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from pbd_deploy.bench.config import BenchConfig
 from pbd_deploy.bench.gemm import torch_threads
 from pbd_deploy.bench.latency import measure, summarize, time_once, warm_up
+from pbd_deploy.bench.machine import describe_machine
 from pbd_deploy.bench.memory import peak_memory
 from pbd_deploy.bench.power import power_monitor
 from pbd_deploy.bench.runners import Runner, make_runner
@@ -48,7 +43,7 @@ def _run(models: list[str | Path], config: BenchConfig, progress) -> dict:
             runners = [make_runner(s, backend, config, Path(workdir)) for s in sources]
             check_same_inputs(sources)  # .onnx / .engine shapes are known only now
             rows += _bench_backend(runners, config, progress)
-    return {"config": config.to_dict(), "machine": machine_info(config.device), "rows": rows}
+    return {"config": config.to_dict(), "machine": describe_machine(config.device), "rows": rows}
 
 
 def _bench_backend(runners: list[Runner], config: BenchConfig, progress) -> list[dict]:
@@ -114,41 +109,3 @@ def _compare(rows: list[dict]) -> None:
         row["speedup"] = speedup
         row["ideal_speedup"] = ideal
         row["efficiency"] = speedup / ideal if ideal else None
-
-
-def machine_info(device: str = "cpu") -> dict:
-    """CPU model, cores, threads, and the GPU with its clocks when one is used."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    if device == "cuda":
-        info["gpu_clocks"] = _nvidia_smi_clocks()
-    return info
-
-
-def _nvidia_smi_clocks() -> str | None:
-    """SM / memory clocks (current and max) as nvidia-smi reports them, when it exists."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    query = "clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.draw"
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return f"{query}: {out.stdout.strip()}" if out.returncode == 0 else None
