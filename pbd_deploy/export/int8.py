@@ -1,7 +1,8 @@
 """INT8 variant by explicit quantization: a QDQ ONNX calibrated on the dataset.
 
 onnxruntime.quantization's static QDQ with per-channel, symmetric weights and symmetric
-activations (zero point 0, what TensorRT's explicit quantization accepts). TensorRT then
+activations (zero point 0, what TensorRT's explicit quantization accepts), biases left in
+fp32 (TensorRT accepts no INT32 Q/DQ). TensorRT then
 builds INT8 kernels from the Q/DQ nodes; the deprecated implicit calibrator is not used.
 Q/DQ pairs go only on the inputs of MatMul, Gemm and Conv (TensorRT's placement guidance):
 quantizing everything also quantizes the attention band mask (large negative values that
@@ -109,5 +110,12 @@ def _quantize(src, dst, reader) -> None:
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         op_types_to_quantize=list(QUANTIZED_OPS),
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            # ORT's default quantizes Conv/Gemm biases to INT32 Q/DQ; TensorRT's ONNX parser
+            # takes only INT8/FP8/INT4 quantized tensors and refuses the file (onnx-tensorrt,
+            # NVIDIA/TensorRT#4542). TensorRT fuses an fp32 bias into the INT8 kernel itself.
+            "QuantizeBias": False,
+        },
     )
