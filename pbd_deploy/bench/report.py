@@ -1,13 +1,14 @@
 """Bench reports: a rich table for the terminal, JSON for machines, markdown, a PNG plot.
 
-Files are written under a temporary name and renamed when complete.
+Files are written with core/atomic's `write_file` (temporary name, fsync, rename).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from pbd_deploy.core.atomic import write_file
 
 COLUMNS = [
     ("model", "model"),
@@ -110,7 +111,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def write_json(result: dict, path: str | Path) -> Path:
-    return _write_atomically(Path(path), lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    return write_file(_folder(path), json.dumps(result, indent=2))
 
 
 def write_plot(result: dict, path: str | Path) -> Path:
@@ -148,17 +149,13 @@ def write_plot(result: dict, path: str | Path) -> Path:
         fig.savefig(tmp, format="png", dpi=120)
 
     try:
-        return _write_atomically(Path(path), save)
+        return write_file(_folder(path), save)
     finally:
         plt.close(fig)
 
 
-def _write_atomically(path: Path, write) -> Path:
+def _folder(path: str | Path) -> Path:
+    """`path`, its folder created."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

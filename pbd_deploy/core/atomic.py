@@ -44,14 +44,14 @@ Writer = Union[bytes, str, Callable[[Path], None]]
 # -- files --------------------------------------------------------------------------------
 
 
-def write_file(path: str | Path, data: Writer, executable: bool = False) -> Path:
+def write_file(path: str | Path, data: Writer, executable: bool = False, what: str = "") -> Path:
     """Write `data` (bytes, text, or `write(tmp_path)`) to `path` atomically and durably.
 
     The file gets the umask's permissions (executable ones with `executable`). On any error
-    the previous file is untouched and the temporary one removed; OSError becomes PbdError.
+    the previous file is untouched and the temporary one removed; OSError (a missing folder,
+    a full disk) becomes PbdError "cannot write {what}{path}".
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sweep(path)
     tmp = temporary_name(path)
     try:
@@ -65,7 +65,9 @@ def write_file(path: str | Path, data: Writer, executable: bool = False) -> Path
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as exc:
-        raise PbdError(f"cannot write {path}: {exc.strerror or exc} (check the folder)") from None
+        raise PbdError(
+            f"cannot write {what}{path}: {exc.strerror or exc} (check the folder)"
+        ) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pbd_deploy.core.atomic import write_file
 from pbd_deploy.errors import PbdError
 
 logger = logging.getLogger(__name__)
@@ -359,10 +360,4 @@ def save_predictions(
         "results": _normalize(predictions, "predictions"),
         "external_data": dict(external_data) if external_data else {"used": False, "details": ""},
     }
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise PbdError(f"cannot write predictions to {path} ({e}); check the directory") from None
+    write_file(path, json.dumps(payload), what="predictions ")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -12,6 +10,7 @@ from typing import Iterator, Sequence
 import av
 import numpy as np
 
+from pbd_deploy.core.atomic import write_file
 from pbd_deploy.errors import PbdError
 
 log = logging.getLogger(__name__)
@@ -172,19 +171,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
         codec = "mpeg4"
     frames = _pad_even(frames)
     path = Path(path)
-    # Same directory, so os.replace is an atomic rename; created by FFmpeg so the file
-    # gets the usual umask permissions (mkstemp would make it owner-only).
-    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        _encode(tmp, frames, fps, codec)
-        os.replace(tmp, path)
-    except (av.FFmpegError, OSError) as exc:
-        Path(tmp).unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise PbdError(f"cannot write video {path}: {reason} (check the output folder)") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_file(path, lambda tmp: _encode(str(tmp), frames, fps, codec), what="video ")
+    except av.FFmpegError as exc:
+        raise PbdError(f"cannot write video {path}: {exc} (check the output folder)") from None
 
 
 def _undecodable(path: Path, reason: str) -> PbdError:

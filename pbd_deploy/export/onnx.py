@@ -9,8 +9,6 @@ outside the graph (numpy, in the runtime), so every backend shares one post-proc
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pbd_deploy.core.atomic import write_file
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import decode_segments
 from pbd_deploy.models.detector import Detector
@@ -123,15 +122,16 @@ def export_onnx(
         axes = {name: {0: "batch", 2: "time"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}}
     was_training = model.training
     model.eval()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+
+    def write(tmp: Path):
         _trace(graph, example_input(model, batch, window), tmp, name, axes, opset)
         slim = onnxslim.slim(onnx.load(str(tmp)))
         onnx.checker.check_model(slim, full_check=True)
         onnx.save(slim, str(tmp))
-        os.replace(tmp, path)
+
+    try:
+        write_file(path, write)
     finally:
-        tmp.unlink(missing_ok=True)
         model.train(was_training)
     log.info("exported %s (%d nodes)", path, sum(count_ops(path).values()))
     return path

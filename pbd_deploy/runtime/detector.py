@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from pbd_deploy.core.atomic import write_json
 from pbd_deploy.core.video import decode_video
 from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
@@ -184,13 +184,6 @@ def detect_file(model, video, json_out=None) -> list[Detection]:
     """`pbd-deploy infer`: detections of a video file, optionally saved as JSON (atomically)."""
     detections = Detector(model).detect(video)
     if json_out:
-        out = Path(json_out)
         rows = [d._asdict() for d in detections]
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:
-            tmp.write_text(json.dumps({"video": str(video), "detections": rows}, indent=1) + "\n")
-            tmp.replace(out)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise PbdError(f"cannot write {out}: {exc.strerror or exc}") from None
+        write_json(json_out, {"video": str(video), "detections": rows}, indent=1)
     return detections
