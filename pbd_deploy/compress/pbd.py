@@ -7,15 +7,17 @@ resumable state around it. See DESIGN.md, "Progressive Block Drop — the algori
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 import time
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
 
-from pbd_deploy.core.atomic import prepare_output
+from pbd_deploy.core.atomic import output_lock, prepare_output
 from pbd_deploy.compress import distributed
 from pbd_deploy.compress.align import AlignWeights, alignment_loss
 from pbd_deploy.compress.blocks import drop_block, list_blocks
@@ -56,17 +58,21 @@ def compress_model_dir(
     model = load_model(model_dir)
     dataset = TadDataset(data_dir, model.config, past_end)
     state_file = out.with_name(out.name + ".pbd-state.pt")
-    student, report = progressive_block_drop(model, dataset, config, progress, state_file, resume)
-    report["source"] = {"model": str(model_dir), "data": str(data_dir)}
-    if distributed.is_main():
-        extra = {
-            "report.json": report_json(report),
-            "report.md": report_markdown(report),
-            "report.png": report_plot(report),
-        }
-        save_model(student, out, force, extra=extra)
-        state_file.unlink(missing_ok=True)
-    distributed.barrier()
+    main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
+    with output_lock(out) if main else contextlib.nullcontext():
+        student, report = progressive_block_drop(
+            model, dataset, config, progress, state_file, resume
+        )
+        report["source"] = {"model": str(model_dir), "data": str(data_dir)}
+        if distributed.is_main():
+            extra = {
+                "report.json": report_json(report),
+                "report.md": report_markdown(report),
+                "report.png": report_plot(report),
+            }
+            save_model(student, out, force, extra=extra)
+            state_file.unlink(missing_ok=True)
+        distributed.barrier()
     return report
 
 

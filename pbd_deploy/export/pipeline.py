@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from pbd_deploy.core.atomic import prepare_output, write_atomically
+from pbd_deploy.core.atomic import output_lock, prepare_output, write_atomically
 from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.export import parity
@@ -269,5 +269,6 @@ def export_model(
         manifest = job.manifest
 
     manifest: dict = {}
-    write_atomically(out_dir, write, force, marker=artifact.MANIFEST)
+    with output_lock(out_dir):
+        write_atomically(out_dir, write, force, marker=artifact.MANIFEST)
     return manifest
