@@ -34,7 +34,7 @@ class ExportConfig:
         parity_tolerance: largest max-abs difference between torch and ORT accepted.
         trt: build model.engine when TensorRT and a GPU are present, else write build_engine.sh.
         workspace_gib: TensorRT workspace memory pool limit.
-        dla_core: DLA core to build for (Jetson), None for the GPU.
+        dla_core: DLA core to build for (Jetson), None for the GPU; needs `fp16`.
         past_end: how annotation segments past their video's end are treated.
     """
 
@@ -74,6 +74,11 @@ class ExportConfig:
             raise PbdError(f"--workspace must be positive (GiB), got {self.workspace_gib}")
         if self.dla_core is not None and self.dla_core < 0:
             raise PbdError(f"--dla-core must be 0 or more, got {self.dla_core}")
+        if self.dla_core is not None and (self.int8 or not self.fp16):
+            raise PbdError(
+                "--dla-core builds fp16 engines only (DLA runs FP16; other precisions fall "
+                "back to the GPU layer by layer): pass --fp16 and not --int8"
+            )
         if self.data is None:
             self.data = self.calib
 
@@ -97,8 +102,9 @@ class EngineConfig:
             (fp16 rewrite or QDQ), as its networks are strongly typed.
         workspace_gib: memory pool limit for tactics.
         min_shape, opt_shape, max_shape: the optimization profile over (batch, time).
-        dla_core: DLA core (Jetson) or None for the GPU; GPU fallback stays on.
-        timing_cache: file reused across builds so later builds skip tactic timing.
+        dla_core: DLA core (Jetson) or None for the GPU; GPU fallback stays on. fp16 only.
+        timing_cache: file reused across builds so later builds skip tactic timing; None:
+            the user cache named by TensorRT version and compute capability.
     """
 
     precision: str = "fp32"
@@ -107,7 +113,7 @@ class EngineConfig:
     opt_shape: tuple[int, int] = (1, 768)
     max_shape: tuple[int, int] = (1, 768)
     dla_core: int | None = None
-    timing_cache: str = "timing.cache"
+    timing_cache: str | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

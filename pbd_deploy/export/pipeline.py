@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from pbd_deploy.core.atomic import output_lock, prepare_output, write_atomically
+from pbd_deploy.core.atomic import prepare_output, write_atomically, write_file
 from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.export import parity
@@ -195,26 +195,38 @@ def _int8(job: _Export) -> dict:
 
 
 def _engine(job: _Export) -> dict:
-    """Build model.engine where TensorRT and a GPU are present; always write build_engine.sh."""
-    from pbd_deploy.export.tensorrt import build_engine, build_script, default_engine_config
+    """Build model.engine where TensorRT and a GPU are present; always write build_engine.sh.
+
+    The timing cache of a build stays in the user cache of this machine (it is only valid
+    for its TensorRT version and GPU); it is never shipped with the export.
+    """
+    from pbd_deploy.export.tensorrt import build_engine, default_engine_config, local_device
+    from pbd_deploy.export.trt_script import build_script
 
     cfg = job.config
     precision = "int8" if cfg.int8 else "fp16" if cfg.fp16 else "fp32"
     onnx_name = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
     engine_cfg = default_engine_config(job.manifest, precision, cfg.workspace_gib, cfg.dla_core)
     script = job.out / "build_engine.sh"
-    script.write_text(build_script(onnx_name[precision], job.manifest, engine_cfg))
-    script.chmod(0o755)
+    write_file(script, build_script(onnx_name[precision], job.manifest, engine_cfg), True)
     job.manifest["build_engine"] = {"script": script.name, "engine_config": engine_cfg.to_dict()}
     if not cfg.trt:
         return {"built": False, "reason": "--trt not given", "script": script.name}
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         reason = "TensorRT is not installed here: run build_engine.sh on the target device"
         return {"built": False, "reason": reason, "script": script.name}
-    engine_cfg.timing_cache = str(job.out / "timing.cache")
-    meta = build_engine(job.out / onnx_name[precision], job.out / "model.engine", engine_cfg)
+    try:
+        device = local_device(tensorrt)
+    except Exception as exc:  # no CUDA binding, driver or GPU: pycuda and cuda-python differ
+        detail = " ".join(str(exc).split())[:160]
+        reason = f"TensorRT is installed but no CUDA GPU is usable here ({detail})"
+        log.warning("%s; run build_engine.sh on the target device", reason)
+        return {"built": False, "reason": reason, "script": script.name}
+    meta = build_engine(
+        job.out / onnx_name[precision], job.out / "model.engine", engine_cfg, device=device
+    )
     return {"built": True, **meta}
 
 
@@ -269,6 +281,5 @@ def export_model(
         manifest = job.manifest
 
     manifest: dict = {}
-    with output_lock(out_dir):
-        write_atomically(out_dir, write, force, marker=artifact.MANIFEST)
+    write_atomically(out_dir, write, force, marker=artifact.MANIFEST)
     return manifest

@@ -1,8 +1,10 @@
 """Metadata saved beside a TensorRT engine, and the check that it fits this machine.
 
-An engine is only valid for the TensorRT version and GPU model (compute capability) it
-was built with; loading it elsewhere fails deep inside TensorRT or, worse, runs tactics
-tuned for another chip. The runtime compares the metadata first and says what to do.
+An engine is only valid for the TensorRT version and GPU model (name, compute capability
+and SM count: Orin modules share the name and sm_87 but not the SM count) it was built
+with; loading it elsewhere fails deep inside TensorRT or, worse, runs tactics tuned for
+another chip. The metadata also carries the engine's sha256, so an engine copied over
+without its metadata is refused. The runtime compares all of it first and says what to do.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from pbd_deploy.core.atomic import check_checksum
 from pbd_deploy.errors import PbdError
-
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What an engine depends on: TensorRT version, GPU name and compute capability."""
+    """What an engine depends on: TensorRT version, GPU name, compute capability, SM count."""
 
     trt_version: str
     device_name: str
     compute_capability: tuple[int, int]
+    sm_count: int | None = None
+
+
+ENGINE_SHA256 = "engine_sha256"  # the metadata's key for the engine file's hash (core/atomic)
 
 
 def metadata_path(engine_path: str | Path) -> Path:
@@ -35,6 +41,7 @@ def engine_metadata(device: DeviceInfo, precision: str, profiles: list[dict], **
         "trt_version": device.trt_version,
         "device_name": device.device_name,
         "compute_capability": list(device.compute_capability),
+        "sm_count": device.sm_count,
         "precision": precision,
         "profiles": profiles,
         **extra,
@@ -54,6 +61,16 @@ def read_metadata(engine_path: str | Path) -> dict:
         raise PbdError(f"cannot read {path}: {exc}") from None
 
 
+def check_engine_bytes(meta: dict, data: bytes, engine_path: str | Path) -> None:
+    """Refuse engine bytes that are not the ones the metadata was written for."""
+    if ENGINE_SHA256 not in meta:
+        raise PbdError(
+            f"{metadata_path(engine_path)} does not record the engine's sha256 (written by an "
+            "older pbd-deploy); rebuild the engine with pbd-deploy build-engine"
+        )
+    check_checksum(data, meta, engine_path, key=ENGINE_SHA256)
+
+
 def check_engine_fits(meta: dict, device: DeviceInfo, engine_path: str | Path) -> None:
     """Refuse an engine built for another TensorRT version or another GPU model."""
     built = tuple(meta.get("compute_capability", ()))
@@ -67,6 +84,11 @@ def check_engine_fits(meta: dict, device: DeviceInfo, engine_path: str | Path) -
         here = ".".join(map(str, device.compute_capability))
         problems.append(
             f"{meta.get('device_name')} sm {cc} (this machine has {device.device_name} sm {here})"
+        )
+    elif meta.get("sm_count") != device.sm_count:
+        problems.append(
+            f"a {meta.get('device_name')} with {meta.get('sm_count')} SMs (this one has "
+            f"{device.sm_count})"
         )
     if problems:
         raise PbdError(
