@@ -3,7 +3,8 @@
 Models are alternated call by call (round r times model 1, 2, ... before round r+1), so
 load from other processes on a shared machine and clock drift hit every model alike; the
 comparison uses medians. CPU calls are timed with perf_counter at a fixed thread count;
-GPU calls with CUDA events recorded on the runner's stream.
+torch GPU calls with CUDA events recorded on the runner's stream; onnxruntime and TensorRT
+calls with perf_counter too, as they return only once their outputs are back on the host.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
 from pbd_deploy.bench.runners import Runner
 
@@ -20,6 +20,8 @@ from pbd_deploy.bench.runners import Runner
 def time_once(runner: Runner) -> float:
     """Seconds of one call of `runner` (GPU: between CUDA events around the call)."""
     if runner.timer == "cuda_events":
+        import torch
+
         stream = runner.stream or torch.cuda.current_stream()
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
@@ -66,7 +68,11 @@ def summarize(seconds: list[float]) -> dict:
 
 def bare_loop(runner: Runner, iters: int) -> float:
     """Mean seconds per call of a loop with no per-call bookkeeping at all."""
-    sync = torch.cuda.synchronize if runner.device == "cuda" else (lambda: None)
+    sync = lambda: None  # noqa: E731 - perf_counter runners return when their work is done
+    if runner.timer == "cuda_events":
+        import torch
+
+        sync = torch.cuda.synchronize
     sync()
     start = time.perf_counter()
     for _ in range(iters):

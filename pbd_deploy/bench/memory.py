@@ -10,8 +10,6 @@ import re
 import resource
 from pathlib import Path
 
-import torch
-
 
 def _status_kb(field: str) -> int | None:
     try:
@@ -36,6 +34,8 @@ def peak_memory(call, device: str, torch_owned: bool = True) -> dict:
         if not torch_owned:  # TensorRT / ORT-GPU allocate outside torch's allocator
             call()
             return {"peak_mb": None, "method": "not measured (memory outside torch)"}
+        import torch
+
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from pbd_deploy.bench.config import BenchConfig
-from pbd_deploy.bench.gemm import torch_threads
 from pbd_deploy.bench.latency import measure, summarize, time_once, warm_up
 from pbd_deploy.bench.machine import describe_machine
 from pbd_deploy.bench.memory import peak_memory
@@ -30,6 +29,10 @@ def run_bench(models: list[str | Path], config: BenchConfig, progress=None) -> d
     """
     if not models:
         raise PbdError("give at least one model (a model directory, an .onnx or an .engine)")
+    try:
+        from pbd_deploy.bench.gemm import torch_threads
+    except ImportError:  # a deploy install without torch: ORT and TensorRT rows only
+        return _run(models, config, progress)
     with torch_threads(config.threads):
         return _run(models, config, progress)
 

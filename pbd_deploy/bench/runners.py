@@ -1,7 +1,10 @@
 """Backends: one inference call per (source, backend), on a prepared input.
 
 torch runs model directories; onnxruntime runs .onnx files and model directories (exported
-on demand); TensorRT runs .engine files. Heavy optional libraries are imported lazily.
+on demand); TensorRT runs .engine files. The onnxruntime and TensorRT rows go through the
+runtime's own backends (`OrtBackend`, `TrtBackend`) with the session options, providers and
+CUDA graphs `Detector` uses, and time what `Detector.predict` runs: a host array in, host
+arrays out (copies to and from the GPU included). Heavy libraries are imported lazily.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from pbd_deploy.bench.config import BenchConfig
 from pbd_deploy.bench.sources import Source, resolve_shape
 from pbd_deploy.errors import PbdError
 from pbd_deploy.optional import require
+from pbd_deploy.runtime.ort_backend import OrtBackend, pick_providers
+from pbd_deploy.runtime.trt_backend import TrtBackend
+
+HOST_TO_HOST = "host input -> host outputs, as Detector.predict runs (GPU copies included)"
 
 
 @dataclass
@@ -46,17 +52,20 @@ def make_runner(source: Source, backend: str, config: BenchConfig, workdir: Path
     return _trt_runner(source, config)
 
 
-def _frames(shape, seed: int = 0) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+def _frames(shape, seed: int = 0) -> np.ndarray:
+    """A random float32 model input (latency does not depend on the values)."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
 def _torch_runner(source: Source, config: BenchConfig) -> Runner:
+    import torch
+
     if source.kind != "dir":
         raise PbdError(f"the torch backend runs model directories, not {source.path}")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise PbdError("--device cuda needs a CUDA GPU and a CUDA build of torch; none found")
     model = source.model.to(config.device).eval()
-    x = _frames(source.shape).to(config.device)
+    x = torch.from_numpy(_frames(source.shape)).to(config.device)
 
     def call():
         with torch.inference_mode():
@@ -66,55 +75,52 @@ def _torch_runner(source: Source, config: BenchConfig) -> Runner:
     return Runner(source, "torch", config.device, call, "cuda_events" if cuda else "perf_counter")
 
 
-def _onnxruntime(device: str):
-    if device == "cuda":
-        return require("onnxruntime", "gpu")
-    try:
-        import onnxruntime
-    except ImportError:
-        raise PbdError("onnxruntime is missing; reinstall pbd-deploy (pip install -e .)") from None
-    return onnxruntime
-
-
 def ort_providers(device: str) -> list[str]:
-    """onnxruntime providers for `device`; PbdError naming the extra when CUDA is missing."""
-    ort = _onnxruntime(device)
+    """The providers `Detector` would pick, limited to `device`; PbdError naming the extra."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    providers = pick_providers(require("onnxruntime", "gpu").get_available_providers())
+    if providers == ["CPUExecutionProvider"]:
         raise PbdError(
             "onnxruntime here has no CUDA provider; install it with: pip install 'pbd-deploy[gpu]'"
         )
-    return ["CUDAExecutionProvider"]
+    return providers
+
+
+def cpu_threads(config: BenchConfig) -> int:
+    """--threads, else torch's thread count (what the torch rows use), else ORT's default (0)."""
+    if config.threads:
+        return config.threads
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.get_num_threads()
 
 
 def _ort_runner(source: Source, config: BenchConfig, workdir: Path) -> Runner:
     if source.kind == "engine":
         raise PbdError(f"{source.path} is a TensorRT engine; run it with --backend trt")
-    ort = _onnxruntime(config.device)
     providers = ort_providers(config.device)
     if source.kind == "dir" and source.onnx_path is None:
         source.onnx_path = export_for_bench(source, config, workdir)
     path = source.onnx_path or source.path
-    options = ort.SessionOptions()
-    # A fixed thread count (and no inter-op pool) so runs are comparable on a shared CPU.
-    options.intra_op_num_threads = config.threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise PbdError(f"onnxruntime cannot load {path}: {exc}") from None
-    inp = session.get_inputs()[0]
-    shape = resolve_shape(inp.shape, config, source.path)
+    threads = cpu_threads(config)
+    backend = OrtBackend(path, providers, threads)
+    shape = _own_shape(source, backend.input_shape, config, path)
+    x = _frames(shape)
+    info = {"providers": backend.providers, "threads": threads, "scope": HOST_TO_HOST}
+    return Runner(source, "ort", config.device, lambda: backend.run(x), info=info)
+
+
+def _own_shape(source: Source, declared: list, config: BenchConfig, path: Path) -> tuple:
+    """The file's input shape (dynamic dims from the config); it must match the source's."""
+    shape = resolve_shape(declared, config, source.path)
     if source.shape is None:
         source.shape = shape
     elif tuple(shape) != tuple(source.shape):
         raise PbdError(f"{path} expects input {shape}, the model directory {source.shape}")
-    feed = {inp.name: _frames(shape).numpy().astype(np.float32)}
-    info = {"providers": session.get_providers(), "threads": options.intra_op_num_threads}
-    return Runner(source, "ort", config.device, lambda: session.run(None, feed), info=info)
+    return shape
 
 
 def export_for_bench(source: Source, config: BenchConfig, workdir: Path) -> Path:
@@ -127,42 +133,29 @@ def export_for_bench(source: Source, config: BenchConfig, workdir: Path) -> Path
 
 
 def _trt_runner(source: Source, config: BenchConfig) -> Runner:
-    trt = require("tensorrt", "trt")
     if source.kind != "engine":
         raise PbdError(
             f"the trt backend runs .engine files; build one from {source.path} with "
-            "`pbd-deploy export --trt` on the target device"
+            "`pbd-deploy export --trt` or `pbd-deploy build-engine` on the target device"
         )
-    if not torch.cuda.is_available():
-        raise PbdError("the trt backend needs a CUDA GPU and a CUDA build of torch; none found")
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(source.path.read_bytes())
-    if engine is None:
-        raise PbdError(f"{source.path} does not load with TensorRT {trt.__version__} on this GPU")
-    context = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    declared = list(engine.get_tensor_shape(inputs[0]))
+    backend = TrtBackend(source.path)
+    shape = _own_shape(source, _engine_shape(backend, config), config, source.path)
+    x = _frames(shape)
+    info = {"providers": backend.providers, "scope": HOST_TO_HOST}
+    return Runner(source, "trt", "cuda", lambda: backend.run(x), info=info)
+
+
+def _engine_shape(backend, config: BenchConfig) -> list:
+    """The engine's input dims; dynamic ones take --batch / --window, else the profile's optimum."""
+    declared = list(backend.input_shape)  # -1: dynamic
     dynamic = [d < 0 for d in declared]
-    if any(dynamic):  # the profile's optimum, except what --batch / --window set
-        opt = list(engine.get_tensor_profile_shape(inputs[0], 0)[1])
-        declared = [o if d < 0 else d for d, o in zip(declared, opt)]
-        declared[0] = config.batch if dynamic[0] else declared[0]
-        if len(declared) > 2 and dynamic[2] and config.window:
-            declared[2] = config.window
-    shape = resolve_shape(declared, config, source.path)
-    source.shape = source.shape or shape
-    context.set_input_shape(inputs[0], shape)
-    buffers = {}
-    for name in names:
-        dtype = torch.from_numpy(np.zeros(0, trt.nptype(engine.get_tensor_dtype(name)))).dtype
-        dims = tuple(context.get_tensor_shape(name))
-        buffers[name] = torch.randn(dims, device="cuda").to(dtype)
-        context.set_tensor_address(name, buffers[name].data_ptr())
-    stream = torch.cuda.Stream()
-
-    def call():
-        context.execute_async_v3(stream.cuda_stream)
-
-    info = {"tensorrt": trt.__version__}
-    return Runner(source, "trt", "cuda", call, "cuda_events", stream, info)
+    if not any(dynamic):
+        return declared
+    profile = backend.metadata.get("profiles") or [{}]
+    opt = profile[0].get("opt") or [-1] * len(declared)
+    shape = [o if d else s for s, d, o in zip(declared, dynamic, opt)]
+    if dynamic[0]:
+        shape[0] = config.batch
+    if len(shape) > 2 and dynamic[2] and config.window:
+        shape[2] = config.window
+    return shape

@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from pbd_deploy.bench.config import BenchConfig
 from pbd_deploy.errors import PbdError
 
@@ -80,10 +78,16 @@ def _sidecar(path: Path, config: BenchConfig) -> dict:
     """MACs, params and video seconds from the export's model.json beside the file.
 
     `pbd-deploy export` records the model config and the exported window there; a dynamic
-    graph is benchmarked at --window when given. Without model.json they stay unknown.
+    graph is benchmarked at --window when given. Without model.json (or without torch,
+    which counts them) they stay unknown.
     """
-    from pbd_deploy.models.complexity import count_macs, count_params
-    from pbd_deploy.models.detector import Detector, DetectorConfig
+    try:
+        import torch
+
+        from pbd_deploy.models.complexity import count_macs, count_params
+        from pbd_deploy.models.detector import Detector, DetectorConfig
+    except ImportError:
+        return {}
 
     meta_path = path.with_name("model.json")
     try:

@@ -125,23 +125,18 @@ def test_cuda_torch_uses_events_and_cuda_memory(model_dirs):
 @pytest.mark.trt
 @pytest.mark.gpu
 def test_trt_engine_beside_torch(model_dirs, tmp_path):
-    import tensorrt as trt
-
-    from pbd_deploy.export.onnx import export_onnx
+    from pbd_deploy.export.config import ExportConfig
+    from pbd_deploy.export.pipeline import export_model
+    from pbd_deploy.export.tensorrt import build_engine_file
 
     base, _ = model_dirs
-    onnx_path = export_onnx(load_model(base), tmp_path / "model.onnx")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(onnx_path.read_bytes())
-    plan = builder.build_serialized_network(network, builder.create_builder_config())
-    engine = tmp_path / "model.engine"
-    engine.write_bytes(bytes(plan))
+    export_model(base, tmp_path / "deploy", ExportConfig())
+    build_engine_file(tmp_path / "deploy" / "model.onnx")  # model.engine + its metadata
+    engine = tmp_path / "deploy" / "model.engine"
     result = run_bench([engine], BenchConfig(backends=["trt"], device="cuda", **FAST))
     (row,) = result["rows"]
-    assert row["timer"] == "cuda_events" and row["input"] == [1, 3, 32, 32, 32]
+    assert row["timer"] == "perf_counter" and row["input"] == [1, 3, 32, 32, 32]
+    assert row["runner"]["providers"][0].startswith("TensorRT")
 
 
 def test_export_directory_gets_macs_from_its_model_json(model_dirs, tmp_path):
