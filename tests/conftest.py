@@ -1,6 +1,14 @@
-"""Shared fixtures: tiny configs and a tiny synthetic dataset, built once per session."""
+"""Shared fixtures: tiny configs and a tiny synthetic dataset, built once per session.
+
+`PBD_TEST_ORT_THREADS=N python -m pytest` runs every ONNX Runtime session created in the test
+process with N intra-op threads where the code leaves the count to ORT (0: one per core);
+`OMP_NUM_THREADS=N` sets torch's. Comparisons between backends or thread counts go through
+`pbd_deploy.core.compare`, so the suite passes at any of these counts.
+"""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -37,13 +45,40 @@ def tiny_model() -> Detector:
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
-    """Six short synthetic videos (2 per split) with 3 classes."""
+    """Eight short synthetic videos with 3 classes: 4 train, 1 val, 3 test.
+
+    Three test videos, so that every parity and mAP test compares several videos' rankings.
+    """
     from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
 
     out = tmp_path_factory.mktemp("synth") / "data"
-    return make_synthetic(
-        out, SynthConfig(videos=6, classes=3, min_duration=8, max_duration=12, seed=1)
-    )
+    config = SynthConfig(
+        videos=8, classes=3, min_duration=8, max_duration=12, seed=1,
+        split_fractions=(0.5, 0.125, 0.375),
+    )  # fmt: skip
+    return make_synthetic(out, config)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ort_threads():
+    """ONNX Runtime's intra-op threads from PBD_TEST_ORT_THREADS (see the module docstring)."""
+    threads = int(os.environ.get("PBD_TEST_ORT_THREADS", "0"))
+    if not threads:
+        yield 0
+        return
+    import onnxruntime as ort
+
+    original = ort.InferenceSession.__init__
+
+    def init(self, model, sess_options=None, *args, **kwargs):
+        sess_options = sess_options or ort.SessionOptions()
+        if sess_options.intra_op_num_threads == 0:
+            sess_options.intra_op_num_threads = threads
+        original(self, model, sess_options, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ort.InferenceSession, "__init__", init)
+        yield threads
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import torch
 
+from pbd_deploy.core.compare import match_detections, match_predictions
 from pbd_deploy.core.postprocess import PostprocessConfig, postprocess
 from pbd_deploy.export.onnx import example_input
 from pbd_deploy.models.actionformer import point_grid
@@ -65,35 +66,8 @@ def _window_detections(scores, segments, positions, config) -> list[tuple]:
     return list(zip(labels.tolist(), segs.tolist(), scs.tolist()))
 
 
-def same_detections(a: list, b: list, tol: float) -> bool:
-    """The same detections: every (label, segment, score) of one list matches one of the other.
-
-    Matching is by label with segment and score within `tol`, in any order (equal scores may
-    come out in either order). A detection may go unmatched only when its score is within
-    `tol` of the lowest kept score: a near-tie at the `max_detections` cut-off.
-    """
-    floor = min([row[2] for row in a + b], default=0.0) + tol
-    unmatched = list(b)
-    for label, seg, score in a:
-        hit = next(
-            (
-                i
-                for i, (lb, sb, cb) in enumerate(unmatched)
-                if lb == label
-                and abs(cb - score) <= tol
-                and np.abs(np.subtract(sb, seg)).max() <= tol
-            ),
-            None,
-        )
-        if hit is not None:
-            unmatched.pop(hit)
-        elif score > floor:
-            return False
-    return all(row[2] <= floor for row in unmatched)
-
-
-def random_input_detections_match(model, runtime, inputs, tol: float) -> bool:
-    """Detections after post-processing agree between torch and the runtime on `inputs`."""
+def random_input_detections_match(model, runtime, inputs) -> bool:
+    """Detections after post-processing are the same (`core.compare`) for torch and runtime."""
     config = PostprocessConfig()
     positions = model.positions.cpu().numpy()
     for x in inputs:
@@ -103,17 +77,11 @@ def random_input_detections_match(model, runtime, inputs, tol: float) -> bool:
         for i in range(len(x)):
             mine = _window_detections(got[0][i], got[1][i], positions, config)
             theirs = _window_detections(ref[0][i], ref[1][i], positions, config)
-            if not same_detections(mine, theirs, tol):
+            if not match_detections(mine, theirs, max_detections=config.max_detections):
                 return False
     return True
 
 
-def predictions_match(torch_preds: dict, runtime_preds: dict, tol: float) -> bool:
-    """Per-video detection lists ({label, segment, score}) agree within `tol`."""
-    if set(torch_preds) != set(runtime_preds):
-        return False
-    as_rows = lambda dets: [(d["label"], d["segment"], d["score"]) for d in dets]  # noqa: E731
-    return all(
-        same_detections(as_rows(torch_preds[k]), as_rows(runtime_preds[k]), tol)
-        for k in torch_preds
-    )
+def predictions_match(torch_preds: dict, runtime_preds: dict, config: PostprocessConfig):
+    """Per-video detections ({label, segment, score}) of two runs, matched by `core.compare`."""
+    return match_predictions(torch_preds, runtime_preds, max_detections=config.max_detections)

@@ -57,9 +57,13 @@ def test_order_does_not_matter_and_every_field_is_checked():
         (_det("c", 0.0, 1.0, 0.9), False),
     ):
         assert match_detections(a, [changed, *a[1:]]).same is expect, changed
+    # A long segment's bounds may move by SEGMENT_RTOL of its length (100 s: 0.01 s).
+    long = [_det("a", 0.0, 100.0, 0.9)]
+    assert match_detections(long, [_det("a", 0.005, 100.0, 0.9)]).same
+    assert not match_detections(long, [_det("a", 0.02, 100.0, 0.9)]).same
     missing = match_detections(a, a[:2] + a[:1])  # a duplicate instead of the last one
     assert not missing.same and "a[2]" in missing.problems[0] and "b[2]" in missing.problems[1]
-    assert not match_detections(a, a[:2]).same  # 0.1 is far below b's lowest kept 0.5
+    assert not match_detections(a, a[:2], max_detections=2).same  # 0.1 is far below 0.5
 
 
 def test_runtime_detections_and_tuples_are_read_too():

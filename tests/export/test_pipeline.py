@@ -8,6 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from pbd_deploy.cli import main
+from pbd_deploy.core.annotations import ground_truth, load_annotations
+from pbd_deploy.core.compare import assert_same_map, map_bounds, match_predictions
+from pbd_deploy.core.metrics import load_predictions
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import evaluate_path
 from pbd_deploy.export import ExportConfig, export_model
@@ -37,19 +40,31 @@ def test_manifest_records_the_contract(deploy):
     assert (deploy / "build_engine.sh").is_file() and m["engine"]["built"] is False
 
 
-def test_parity_figures_and_exact_map(deploy, synth_data):
+def test_parity_figures_and_same_map(deploy, synth_data, tmp_path):
     m = json.loads((deploy / "model.json").read_text())
     p = m["parity"]
     assert p["detections_identical"] is True
     for kind in ("random", "real"):
         assert p[kind]["scores"] <= 1e-4 and p[kind]["segments_per_stride"] <= 1e-4
     acc = m["accuracy"]
-    assert acc["map_diff_fp32"] == 0.0
-    # `pbd-deploy eval deploy/model.onnx` scores the artifact like the model directory.
-    onnx_result = evaluate_path(deploy / "model.onnx", data=synth_data, split="test")
-    torch_result = evaluate_path(deploy.parent / "model", data=synth_data, split="test")
-    assert np.array_equal(onnx_result.mAP, torch_result.mAP)  # exactly, at every tIoU
-    assert onnx_result.average_mAP == acc["torch"]["average_mAP"]
+    assert abs(acc["map_diff_fp32"]) <= acc["map_diff_bound"]
+    # `pbd-deploy eval deploy/model.onnx` scores the artifact like the model directory: the
+    # same detections of the 3 test videos and the same mAP, as core.compare defines them
+    # (ORT and torch differ by ~1e-7, so near-tied detections may swap).
+    onnx_result = evaluate_path(
+        deploy / "model.onnx", data=synth_data, save_predictions=tmp_path / "onnx.json"
+    )
+    torch_result = evaluate_path(
+        deploy.parent / "model", data=synth_data, save_predictions=tmp_path / "torch.json"
+    )
+    onnx_preds, torch_preds = (load_predictions(tmp_path / f) for f in ("onnx.json", "torch.json"))
+    assert len(onnx_preds) >= 3
+    match = match_predictions(onnx_preds, torch_preds, max_detections=200)
+    videos = load_annotations(synth_data / "annotations.json").split("test")
+    assert_same_map(onnx_result, torch_result, match, ground_truth(videos))
+    assert acc["map_diff_bound"] == pytest.approx(map_bounds(match, ground_truth(videos))[1])
+    # The export measured the same file with the same code and ORT threads in this process.
+    assert onnx_result.average_mAP == acc["onnx_fp32"]["average_mAP"]
 
 
 def test_fp16_variant_keeps_fp32_io_and_is_measured(deploy, synth_data):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pbd_deploy.core.annotations import ground_truth
+from pbd_deploy.core.compare import assert_same_detections, assert_same_map, match_predictions
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.core.video import decode_video
 from pbd_deploy.errors import PbdError
@@ -36,29 +37,31 @@ def torch_side(deploy, synth_data):
     return model, TadDataset(synth_data, model.config)
 
 
-def _same(ours, theirs, tol=1e-4):
-    assert [d["label"] for d in ours] == [d["label"] for d in theirs]
-    np.testing.assert_allclose([d["score"] for d in ours], [d["score"] for d in theirs], atol=tol)
-    np.testing.assert_allclose(
-        [d["segment"] for d in ours], [d["segment"] for d in theirs], atol=tol
-    )
-
-
 def test_detect_video_file_matches_torch_and_map_is_equal(deploy, torch_side):
+    """Every detection of every test video, and the mAP, as `core.compare` defines "same".
+
+    ORT and torch scores differ by ~1e-7 (float sums in another order), so near-tied
+    candidates may leave Soft-NMS in another order: compared one-to-one, not by position.
+    """
     model, ds = torch_side
     runtime = Detector(deploy / "model.onnx", providers=["CPUExecutionProvider"])
     videos = ds.split("test")
+    assert len(videos) >= 3
     ours, theirs = {}, {}
     for video in videos:
         path = ds.root / "videos" / f"{video.video_id}.mp4"
         dets = runtime.detect(path, duration=video.duration)
         ours[video.video_id] = [d.to_dict() for d in dets]
         theirs[video.video_id] = detect_video(model, ds, video, runtime.postprocess)
-        _same(ours[video.video_id], theirs[video.video_id])
+        assert len(ours[video.video_id]) > 0
+    match = match_predictions(ours, theirs, max_detections=runtime.postprocess.max_detections)
+    assert match.same, match.problems[:5]
     gt = ground_truth(videos)
-    assert np.array_equal(
-        evaluate_detections(gt, ours, THUMOS_THRESHOLDS).mAP,
-        evaluate_detections(gt, theirs, THUMOS_THRESHOLDS).mAP,
+    assert_same_map(
+        evaluate_detections(gt, ours, THUMOS_THRESHOLDS),
+        evaluate_detections(gt, theirs, THUMOS_THRESHOLDS),
+        match,
+        gt,
     )
 
 
@@ -101,6 +104,7 @@ def test_static_batch_runs_in_chunks(deploy):
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32, 32)).astype(np.float32)
     scores, segments = runtime.predict(x)
     assert scores.shape[0] == segments.shape[0] == 3
+    # The same session runs the same batch-1 chunk: bit-identical in one process.
     np.testing.assert_array_equal(scores[1], runtime.predict(x[1:2])[0][0])
 
 
@@ -129,8 +133,18 @@ def test_runtime_runs_where_importing_torch_fails(deploy, torch_side):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    in_process = [d.to_dict() for d in Detector(deploy).detect(video)]
-    assert json.loads(proc.stdout) == in_process
+    in_process = Detector(deploy).detect(video)
+    # Another process, maybe another ORT thread count (PBD_TEST_ORT_THREADS): the same
+    # detections by core.compare's definition, not necessarily the same bits.
+    assert_same_detections(json.loads(proc.stdout), in_process, max_detections=200)
+
+
+def test_ort_threads_of_the_run_reach_the_runtime(deploy, ort_threads):
+    """PBD_TEST_ORT_THREADS (tests/conftest.py) sets the sessions the runtime opens."""
+    options = Detector(deploy).backend.session.get_session_options()
+    assert options.intra_op_num_threads == ort_threads
+    one = Detector(deploy, threads=1).backend.session.get_session_options()
+    assert one.intra_op_num_threads == 1
 
 
 def test_missing_file_and_missing_manifest(tmp_path, deploy):
@@ -167,6 +181,7 @@ def test_cli_infer_and_eval_use_the_artifact(deploy, synth_data, tmp_path):
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["detections"]
+    # Same process, same code, same ORT thread count: bit-identical is the right claim here.
     expected = [d._asdict() for d in Detector(deploy).detect(video)]
     assert rows == expected and f"{len(rows)} detections" in result.output
     missing = CliRunner().invoke(main, ["infer", str(tmp_path / "no.onnx"), str(video)])
@@ -176,4 +191,5 @@ def test_cli_infer_and_eval_use_the_artifact(deploy, synth_data, tmp_path):
     )
     assert ev.exit_code == 0, ev.output
     manifest = json.loads((deploy / "model.json").read_text())
+    # The export measured this file in this process with the same ORT threads: equal bits.
     assert json.loads(ev.output)["average_mAP"] == manifest["accuracy"]["onnx_fp32"]["average_mAP"]
