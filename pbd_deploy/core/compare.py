@@ -61,6 +61,8 @@ def _row(det) -> Row:
         (start, end), label, score = det["segment"], det["label"], det["score"]
     elif hasattr(det, "start_s"):  # runtime.Detection
         start, end, label, score = det.start_s, det.end_s, det.label, det.score
+    elif len(det) == 4:  # (label, start, end, score), e.g. from rows_from_arrays
+        label, start, end, score = det
     else:  # (label, (start, end), score)
         label, (start, end), score = det
     return label, float(start), float(end), float(score)
@@ -169,6 +171,16 @@ def _unexplained(row: Row, other: list[Row], score_tol: float, cap: int | None) 
     if abs(row[3] - floor) > score_tol:
         return f"no match (lowest kept score there {floor:.9g}, so not a cut-off near-tie)"
     return ""
+
+
+def rows_from_arrays(segments, scores, labels) -> list[Row]:
+    """Post-processing output (segments (M, 2), scores (M,), labels (M,)) as detections."""
+    return [
+        (label, start, end, score)
+        for (start, end), score, label in zip(
+            np.asarray(segments).tolist(), np.asarray(scores).tolist(), np.asarray(labels).tolist()
+        )
+    ]
 
 
 def assert_same_detections(a, b, **tolerances) -> DetectionMatch:
