@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
+from pbd_deploy.core import config as config_io
 from pbd_deploy.errors import PbdError
 
 BACKENDS = ("torch", "ort", "trt")
@@ -54,12 +55,8 @@ class BenchConfig:
             raise PbdError("the trt backend runs on the GPU; add --device cuda")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BenchConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PbdError(f"unknown BenchConfig fields {sorted(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: dict, where: str = "") -> "BenchConfig":
+        return config_io.from_dict(cls, data, where)

@@ -92,7 +92,7 @@ def _sidecar(path: Path, config: BenchConfig) -> dict:
     meta_path = path.with_name("model.json")
     try:
         meta = json.loads(meta_path.read_text())
-        cfg = DetectorConfig.from_dict(meta["model_config"])
+        cfg = DetectorConfig.from_dict(meta["model_config"], f"{meta_path} (model_config)")
     except (OSError, json.JSONDecodeError, KeyError, TypeError, PbdError):
         return {}
     window = meta.get("window") or cfg.input.window

@@ -6,13 +6,14 @@ Numpy only: the torch-free runtime imports this module.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pbd_deploy.errors import PbdError
+from pbd_deploy.core import config as config_io
 from pbd_deploy.core.metrics import segment_iou
+from pbd_deploy.errors import PbdError
 
 NMS_METHODS = ("soft", "hard", "none")
 SOFT_METHODS = ("gaussian", "linear")
@@ -66,15 +67,12 @@ class PostprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field."""
-        return asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PostprocessConfig:
-        """Build from ``to_dict`` output; missing keys take defaults."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise PbdError(f"unknown postprocess options {sorted(unknown)}; remove them")
-        return cls(**data)
+    def from_dict(cls, data: Mapping[str, Any], where: str = "") -> PostprocessConfig:
+        """Build from ``to_dict`` output; missing keys take defaults, unknown ones are refused."""
+        return config_io.from_dict(cls, data, where)
 
 
 def _is_real(x: Any) -> bool:

@@ -8,7 +8,6 @@ exercises the same loaders, windows and metrics as a real data set, in seconds i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from pbd_deploy.core import config as config_io
 from pbd_deploy.core.atomic import prepare_output, write_atomically
 from pbd_deploy.data.render import (
     LINEAR_DIRECTIONS,
@@ -189,18 +189,12 @@ class SynthConfig:
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dict that `from_dict` accepts."""
-        out = dataclasses.asdict(self)
-        out["split_fractions"] = list(self.split_fractions)
-        return out
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> SynthConfig:
+    def from_dict(cls, data: dict, where: str = "") -> SynthConfig:
         """Build a config from `to_dict` output, rejecting unknown keys."""
-        _check(isinstance(data, dict), f"synthetic config must be a mapping, got {data!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        _check(not unknown, f"unknown synthetic config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return config_io.from_dict(cls, data, where)
 
 
 def _check(ok: bool, message: str) -> None:

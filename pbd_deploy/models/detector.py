@@ -7,12 +7,13 @@ names and the history of every stage that produced the model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pbd_deploy.core import config as config_io
 from pbd_deploy.core.video import VIDEOMAE_MEAN, VIDEOMAE_STD
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import ActionFormerHead, HeadConfig, decode_segments, point_grid
@@ -77,33 +78,17 @@ class DetectorConfig:
         return self.input.window_frames / self.head.length
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DetectorConfig":
-        """Rebuild from `to_dict()` output; unknown or wrong fields raise PbdError."""
-        try:
-            return cls(
-                name=data["name"],
-                class_names=list(data["class_names"]),
-                input=_build(InputConfig, data.get("input", {})),
-                backbone=_build(BackboneConfig, data["backbone"]) if data.get("backbone") else None,
-                head=_build(HeadConfig, data.get("head", {})),
-                history=list(data.get("history", [])),
-            )
-        except KeyError as exc:
-            raise PbdError(f"model config is missing {exc}") from None
+    def from_dict(cls, data: dict, where: str = "model config") -> "DetectorConfig":
+        """Rebuild from `to_dict()` output; unknown or wrong fields raise PbdError.
 
-
-def _build(cls, data: dict):
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise PbdError(f"unknown {cls.__name__} fields {sorted(unknown)} in model config")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise PbdError(f"bad {cls.__name__} in model config: {exc}") from None
+        A config without "backbone" is a feature-mode one (no backbone), as before.
+        """
+        if isinstance(data, dict):
+            data = {"backbone": None, **data}
+        return config_io.from_dict(cls, data, where)
 
 
 class Detector(nn.Module):

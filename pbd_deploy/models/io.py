@@ -48,7 +48,7 @@ def load_config(model_dir: str | Path) -> DetectorConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PbdError(f"{path} is not valid JSON: {exc}") from None
-    return DetectorConfig.from_dict(data)
+    return DetectorConfig.from_dict(data, str(path))
 
 
 def load_model(model_dir: str | Path, device: str = "cpu") -> Detector:

@@ -29,5 +29,5 @@ def test_bad_options_are_refused(kwargs, message):
 
 
 def test_unknown_fields_are_refused():
-    with pytest.raises(PbdError, match="unknown BenchConfig fields"):
+    with pytest.raises(PbdError, match="unknown option .iterations. for BenchConfig"):
         BenchConfig.from_dict({"iterations": 3})
