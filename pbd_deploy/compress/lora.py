@@ -28,15 +28,7 @@ def inject_adapters(model: Detector, targets: list[str], rank: int | None, alpha
     import peft
 
     rank = rank or max(1, model.config.backbone.dim // 4)
-    names = [f"backbone.blocks.{p}.{t}" for p in range(len(model.backbone.blocks)) for t in targets]
-    modules = dict(model.named_modules())
-    wrong = [n for n in names if not isinstance(modules.get(n), nn.Linear)]
-    if wrong:
-        linear = sorted({n.split(".", 3)[3] for n, m in modules.items() if _in_block0(n, m)})
-        raise PbdError(
-            f"--lora-targets {wrong[0].split('.', 3)[3]!r} is not a Linear layer of "
-            f"a block; choose from {', '.join(linear)}"
-        )
+    names = check_targets(model, targets)
     config = peft.LoraConfig(
         r=rank, lora_alpha=alpha or rank, target_modules=names, lora_dropout=0.0, bias="none"
     )
@@ -47,6 +39,23 @@ def inject_adapters(model: Detector, targets: list[str], rank: int | None, alpha
         if isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             module.requires_grad_(True)
     return wrapped
+
+
+def check_targets(model: Detector, targets: list[str]) -> list[str]:
+    """The full names of `targets` in every block; PbdError when one is not a Linear layer.
+
+    Called before any work starts (compression checks it before its first forward pass).
+    """
+    names = [f"backbone.blocks.{p}.{t}" for p in range(len(model.backbone.blocks)) for t in targets]
+    modules = dict(model.named_modules())
+    wrong = [n for n in names if not isinstance(modules.get(n), nn.Linear)]
+    if wrong:
+        linear = sorted({n.split(".", 3)[3] for n, m in modules.items() if _in_block0(n, m)})
+        raise PbdError(
+            f"--lora-targets {wrong[0].split('.', 3)[3]!r} is not a Linear layer of "
+            f"a block; choose from {', '.join(linear)}"
+        )
+    return names
 
 
 def _in_block0(name: str, module: nn.Module) -> bool:

@@ -24,7 +24,7 @@ from pbd_deploy.compress.blocks import drop_block, list_blocks
 from pbd_deploy.compress.budget import Budget, plan_budget
 from pbd_deploy.compress.config import BlockDropConfig
 from pbd_deploy.compress.importance import best_candidates, score_candidates
-from pbd_deploy.compress.lora import inject_adapters, merge_adapters
+from pbd_deploy.compress.lora import check_targets, inject_adapters, merge_adapters
 from pbd_deploy.compress.report import report_json, report_markdown, report_plot
 from pbd_deploy.compress.state import RunState, cpu_state, fingerprint
 from pbd_deploy.data.dataset import TadDataset
@@ -112,6 +112,7 @@ class _BlockDrop:
         # Fail now when a split is missing, not after an hour of scoring.
         self.calibration = self.dataset.annotations.calibration_split(config.calib_fraction)
         self.dataset.split("val")
+        check_targets(model, config.lora_targets)  # before the state file is written
         options = {**config.to_dict(), "model": fingerprint(model)}
         self.state = RunState.open(state_file, options, resume)
         self.student = self._rebuild()

@@ -9,13 +9,13 @@ tensors and plain containers only, no arbitrary pickle.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 
 from pbd_deploy.compress import distributed
-from pbd_deploy.errors import PbdError
+from pbd_deploy.core.atomic import write_file
+from pbd_deploy.errors import PbdError, reason
 
 IGNORED_OPTIONS = ("device",)  # may change between the interrupted and the resumed run
 
@@ -66,7 +66,7 @@ class RunState:
         try:
             state.data = torch.load(state.path, weights_only=True)
         except Exception as exc:  # any unreadable file is the same user problem
-            raise PbdError(f"--resume: {state.path} is unreadable ({exc}); delete it") from None
+            raise PbdError(f"--resume: {state.path} is unreadable ({reason(exc)}); delete it") from None
         state._check(options)
         return state
 
@@ -84,11 +84,9 @@ class RunState:
             )
 
     def save(self) -> None:
-        """Write the state to a temporary file and rename it over the old one."""
+        """Write the state atomically and durably (core/atomic)."""
         if self.path is not None and distributed.is_main():
-            tmp = self.path.with_name(self.path.name + f".tmp-{os.getpid()}")
-            torch.save(self.data, tmp)
-            os.replace(tmp, self.path)
+            write_file(self.path, lambda tmp: torch.save(self.data, tmp))
         distributed.barrier()
 
 

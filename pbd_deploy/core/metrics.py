@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,12 +302,17 @@ def _parse_entry(
     return label, (float(seg[0]), float(seg[1])), float(score)
 
 
-def load_predictions(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
-    """Read an ActivityNet-style results file.
+def load_predictions(
+    path: str | os.PathLike,
+    class_names: Collection[str] | None = None,
+    video_ids: Collection[str] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Read and check an ActivityNet-style results file (see `check_predictions`).
 
     Args:
         path: JSON file ``{"version", "results": {video: [{label, score, segment}]},
             "external_data"}``.
+        class_names, video_ids: those of the annotations; others are refused.
 
     Returns:
         video id -> ``[{"label": str, "segment": [float, float], "score": float}]``.
@@ -324,7 +329,36 @@ def load_predictions(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]
         raise PbdError(
             f"predictions file {path} has no 'results' object; expected the ActivityNet format"
         )
-    return _normalize(data["results"], f"{path}: results")
+    results = _normalize(data["results"], f"{path}: results")
+    check_predictions(results, f"{path}: results", class_names, video_ids)
+    return results
+
+
+def check_predictions(
+    predictions: Mapping[str, Sequence[Mapping[str, Any]]],
+    where: str,
+    class_names: Collection[str] | None = None,
+    video_ids: Collection[str] | None = None,
+) -> None:
+    """Refuse what no detector outputs: start >= end, a score outside [0, 1], and (when
+    given) a label or video id the annotations do not have."""
+    for video, rows in predictions.items():
+        if video_ids is not None and video not in video_ids:
+            raise PbdError(
+                f"{where}: video {video!r} is not in the annotations; use their video ids"
+            )
+        for i, row in enumerate(rows):
+            at = f"{where}[{video!r}][{i}]"
+            (start, end), score, label = row["segment"], row["score"], row["label"]
+            if not start < end:
+                raise PbdError(f"{at}: segment start {start} is not before its end {end}")
+            if not 0.0 <= score <= 1.0:
+                raise PbdError(f"{at}: score {score} is not a probability in [0, 1]")
+            if class_names is not None and label not in class_names:
+                raise PbdError(
+                    f"{at}: label {label!r} is not a class of the annotations "
+                    f"({', '.join(sorted(class_names))})"
+                )
 
 
 def _normalize(results: Mapping[str, Any], where: str) -> dict[str, list[dict[str, Any]]]:

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from pbd_deploy.core.atomic import prepare_output
-from pbd_deploy.errors import PbdError
+from pbd_deploy.errors import PbdError, reason
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import add_history, load_state, save_model
 from pbd_deploy.models.registry import model_config
@@ -73,8 +73,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         EOFError,
         OSError,
     ) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PbdError(f"cannot read checkpoint {path}: {first[:200]}") from None
+        raise PbdError(f"cannot read checkpoint {path}: {reason(exc)}") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
