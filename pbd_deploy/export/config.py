@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
+from pbd_deploy.core import config as config_io
 from pbd_deploy.errors import PbdError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def _from_dict(cls, data: dict):
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise PbdError(f"unknown {cls.__name__} fields {sorted(unknown)}; remove them")
-    return cls(**data)
 
 
 @dataclass
@@ -83,11 +77,11 @@ class ExportConfig:
             self.data = self.calib
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ExportConfig":
-        return _from_dict(cls, data)
+    def from_dict(cls, data: dict, where: str = "") -> "ExportConfig":
+        return config_io.from_dict(cls, data, where)
 
 
 @dataclass
@@ -137,8 +131,8 @@ class EngineConfig:
         return int(self.workspace_gib * (1 << 30))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EngineConfig":
-        return _from_dict(cls, data)
+    def from_dict(cls, data: dict, where: str = "") -> "EngineConfig":
+        return config_io.from_dict(cls, data, where)
