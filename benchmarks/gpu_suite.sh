@@ -1,0 +1,66 @@
+#!/bin/sh
+# One command for a machine with a CUDA GPU: the gpu/trt-marked tests, then the GEMM sweep
+# (and depth-vs-width where that script takes --device) on the GPU. Results go to
+# benchmarks/results/gpu/<GPU name>/, never over the committed CPU results.
+# Budget: each step has a timeout; the whole suite stays under 8 minutes on one datacenter
+# GPU (tests 200 s, GEMM sweep 120 s, depth vs width 90 s, plus start-up).
+#
+# Usage: sh benchmarks/gpu_suite.sh [--dry-run]     (run from anywhere; python on PATH)
+set -eu
+cd "$(dirname "$0")/.."
+DRY=0
+case "${1:-}" in
+  --dry-run) DRY=1 ;;
+  "") ;;
+  *) echo "gpu_suite.sh: unknown option $1 (use --dry-run or nothing)" >&2; exit 2 ;;
+esac
+PY=${PYTHON:-python}
+
+if [ "$DRY" -eq 1 ]; then
+  GPU="<GPU name from nvidia-smi>"
+else
+  if ! GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) \
+      || [ -z "$GPU" ]; then
+    echo "gpu_suite.sh: no CUDA GPU found (nvidia-smi); run it on a GPU machine" >&2
+    exit 2
+  fi
+fi
+SLUG=$(printf '%s' "$GPU" | tr -c 'A-Za-z0-9' '-')
+OUT="benchmarks/results/gpu/$SLUG"
+SNAP=$(mktemp -d)
+trap 'rm -rf "$SNAP"' EXIT
+
+step() {  # step SECONDS RESULT_NAME COMMAND...: run it, keep its result under $OUT
+  limit=$1 name=$2
+  shift 2
+  echo "== [$limit s] $*"
+  [ "$DRY" -eq 1 ] && return 0
+  for ext in json md; do
+    [ -f "benchmarks/results/$name.$ext" ] && cp "benchmarks/results/$name.$ext" "$SNAP/"
+  done
+  status=0
+  timeout "$limit" "$@" || status=$?
+  mkdir -p "$OUT"
+  for ext in json md; do
+    if [ -n "$name" ] && [ -f "benchmarks/results/$name.$ext" ]; then
+      mv "benchmarks/results/$name.$ext" "$OUT/$name.$ext"
+      # the committed CPU result stays where it was
+      [ -f "$SNAP/$name.$ext" ] && mv "$SNAP/$name.$ext" "benchmarks/results/$name.$ext"
+    fi
+  done
+  [ "$status" -eq 0 ] || echo "gpu_suite.sh: step failed (exit $status): $*" >&2
+  return 0
+}
+
+echo "GPU: $GPU -> $OUT"
+step 200 "" "$PY" -m pytest -q -p no:cacheprovider -m "gpu or trt" tests
+step 120 gemm_sweep "$PY" benchmarks/gemm_sweep.py --device cuda --tokens 1600 6400 --iters 20
+if "$PY" benchmarks/depth_vs_width.py --help 2>/dev/null | grep -q -- "--device"; then
+  step 90 depth_vs_width "$PY" benchmarks/depth_vs_width.py --device cuda
+else
+  echo "== skipped: benchmarks/depth_vs_width.py has no --device option yet"
+fi
+if [ "$DRY" -eq 0 ] && ! "$PY" -c "import tensorrt" 2>/dev/null; then
+  echo "== note: TensorRT is not installed here, so the trt-marked tests were skipped"
+fi
+echo "done: results in $OUT"
