@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe_machine, save_results  # noqa: E402
 
 from pbd_deploy.data.synthetic import SynthConfig, make_synthetic  # noqa: E402
-from pbd_deploy.eval.inference import evaluate_path  # noqa: E402
+from pbd_deploy.eval.evaluate import evaluate_path  # noqa: E402
 from pbd_deploy.train import TrainConfig, train_model_dir  # noqa: E402
 
 

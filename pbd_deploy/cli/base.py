@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import sys
 
 import click
 
 from pbd_deploy.errors import PbdError
+
+# What `pip install pbd-deploy` leaves out: the toolchain (train, compress, export) needs these.
+TOOLCHAIN = ("torch", "peft", "safetensors", "onnx", "onnxslim", "onnxconverter_common",
+             "onnxscript", "matplotlib")  # fmt: skip
+
+
+def missing_toolchain(exc: ImportError) -> str | None:
+    """The one-line message for a toolchain module that is not installed, else None."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in TOOLCHAIN:
+        return None
+    return (
+        f"this command needs the toolchain ({name} is not installed); "
+        "install it with: pip install 'pbd-deploy[full]'"
+    )
 
 
 def friendly(fn):
@@ -20,6 +36,11 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except PbdError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except ImportError as exc:
+            if (line := missing_toolchain(exc)) is None:
+                raise
+            click.echo(f"error: {line}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -79,6 +100,39 @@ def _console(stderr: bool = True):
     from rich.console import Console
 
     return Console(stderr=stderr)
+
+
+class ConfigDefault(click.Option):
+    """An option whose default is a field of a config dataclass, read only when needed.
+
+    `ConfigDefault` options keep a command module free of heavy imports: `pbd-deploy --help`
+    and the torch-free commands never import the toolchain module that holds the config,
+    while `pbd-deploy train --help` still shows the config's real default.
+    Use as `@click.option("--epochs", cls=ConfigDefault, config="pbd_deploy.train:TrainConfig")`.
+    """
+
+    def __init__(self, *args, config: str, **kwargs):
+        super().__init__(*args, show_default=True, **kwargs)
+        self.config = config
+
+    def get_default(self, ctx, call=True):
+        module, cls = self.config.split(":")
+        try:
+            config = getattr(importlib.import_module(module), cls)
+        except ImportError as exc:
+            if (line := missing_toolchain(exc)) is None:
+                raise
+            raise OneLineError(line) from None
+        return getattr(config, self.name)
+
+
+class OneLineError(click.ClickException):
+    """Raised where `friendly` cannot catch (option defaults, help): same line, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
 
 
 PAST_END = click.option(

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, RichProgress, _console, friendly, main
-from pbd_deploy.data.synthetic import SynthConfig
+from pbd_deploy.cli.base import PAST_END, ConfigDefault, RichProgress, _console, friendly, main
 from pbd_deploy.errors import PbdError
-from pbd_deploy.train import TrainConfig
+
+# Defaults come from the config dataclasses, read only for `--help` or a run of the command.
+SYNTH = {"cls": ConfigDefault, "config": "pbd_deploy.data.synthetic:SynthConfig"}
+TRAIN = {"cls": ConfigDefault, "config": "pbd_deploy.train:TrainConfig"}
 
 
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--videos", default=SynthConfig.videos, show_default=True, help="Number of videos.")
-@click.option(
-    "--classes", default=SynthConfig.classes, show_default=True, help="Number of action classes."
-)
+@click.option("--videos", type=int, help="Number of videos.", **SYNTH)
+@click.option("--classes", type=int, help="Number of action classes.", **SYNTH)
 @click.option("--like", type=click.Path(dir_okay=False), help="Copy timing from this ANN.json.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
@@ -30,7 +30,7 @@ def synth(out, videos, classes, like, seed, force):
     Example:
       pbd-deploy synth data/ --videos 160 --classes 5
     """
-    from pbd_deploy.data.synthetic import make_synthetic
+    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
 
     config = SynthConfig(videos=videos, classes=classes, like=like, seed=seed)
     with RichProgress() as progress:
@@ -77,9 +77,9 @@ def _class_names(num_classes, classes) -> list[str]:
     help="Architecture name, or a model directory to fine-tune.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
-@click.option("--lr", default=TrainConfig.lr, show_default=True)
+@click.option("--epochs", type=int, **TRAIN)
+@click.option("--batch-size", type=int, **TRAIN)
+@click.option("--lr", type=float, **TRAIN)
 @click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -93,7 +93,7 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end,
     Example:
       pbd-deploy train --data data/ --model videomae-tiny --out base/
     """
-    from pbd_deploy.train import train_model_dir
+    from pbd_deploy.train import TrainConfig, train_model_dir
 
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device, seed=seed
@@ -139,7 +139,7 @@ def evaluate(
       pbd-deploy eval base/ --data data/ --split test
       pbd-deploy eval preds.json --annotations data/annotations.json --split test --json
     """
-    from pbd_deploy.eval.inference import evaluate_path
+    from pbd_deploy.eval.evaluate import evaluate_path
 
     result = evaluate_path(
         model,
@@ -255,7 +255,7 @@ def convert(ckpt, name, out, num_classes, classes, force):
     type=click.Path(file_okay=False),
     help="Working directory for data and models.",
 )
-@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
+@click.option("--epochs", type=int, **TRAIN)
 @click.option("--force", is_flag=True, help="Start over if --out exists.")
 @friendly
 def quickstart(out, epochs, force):
@@ -270,10 +270,10 @@ def quickstart(out, epochs, force):
       pbd-deploy quickstart --out pbd-quickstart/
     """
     from pbd_deploy.compress import BlockDropConfig, compress_model_dir
-    from pbd_deploy.data.synthetic import make_synthetic
-    from pbd_deploy.eval.inference import evaluate_path
+    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
+    from pbd_deploy.eval.evaluate import evaluate_path
     from pbd_deploy.export import ExportConfig, export_model
-    from pbd_deploy.train import train_model_dir
+    from pbd_deploy.train import TrainConfig, train_model_dir
 
     root = Path(out)
     if root.exists() and not force:

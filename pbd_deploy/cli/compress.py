@@ -7,7 +7,7 @@ import os
 import click
 
 from pbd_deploy.cli.base import PAST_END, RichProgress, friendly, main
-from pbd_deploy.compress.config import CRITERIA, BlockDropConfig
+from pbd_deploy.compress.config import CRITERIA, LORA_TARGETS, BlockDropConfig
 from pbd_deploy.errors import PbdError
 
 D = BlockDropConfig  # defaults shown in --help come from the config dataclass
@@ -39,7 +39,7 @@ def _indices(value: str | None) -> list[int] | None:
 @click.option("--lr", default=D.lr, show_default=True)
 @click.option("--lora-rank", type=int, help="LoRA rank [default: width // 4].")
 @click.option("--lora-alpha", type=float, help="LoRA alpha [default: the rank].")
-@click.option("--lora-targets", default=",".join(D().lora_targets), show_default=True,
+@click.option("--lora-targets", default=",".join(LORA_TARGETS), show_default=True,
               help="Linear layers of each block to adapt, e.g. attn.qkv,attn.proj,mlp.fc1.")  # fmt: skip
 @click.option("--w-feat", default=D.w_feat, show_default=True, help="Cross-depth feature MSE.")
 @click.option("--w-cls", default=D.w_cls, show_default=True, help="Class-score KL.")

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from pbd_deploy.core.atomic import prepare_output, write_atomically, write_file
+from pbd_deploy.core.atomic import output_lock, prepare_output, write_atomically, write_file
 from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.export import parity
@@ -109,11 +109,15 @@ class _Export:
 
     def evaluate(self, name: str | None):
         """(mAP result, predictions) of the torch model (name None) or an exported file."""
-        from pbd_deploy.eval.inference import evaluate_model
-        from pbd_deploy.eval.artifact import ArtifactModel
+        if name is None:
+            from pbd_deploy.eval.inference import evaluate_model
 
-        model = self.model if name is None else ArtifactModel(self.runtime(name))
-        return evaluate_model(model, self.dataset, self.config.split)
+            return evaluate_model(self.model, self.dataset, self.config.split)
+        from pbd_deploy.runtime.evaluate import evaluate_artifact
+
+        cfg = self.config
+        return evaluate_artifact(self.out / name, cfg.data, cfg.split, past_end=cfg.past_end,
+                                 providers=["CPUExecutionProvider"])  # fmt: skip
 
     def random_inputs(self) -> list:
         """Seeded random inputs: the batch, and one more when the batch axis is dynamic."""
@@ -289,5 +293,6 @@ def export_model(
         manifest = job.manifest
 
     manifest: dict = {}
-    write_atomically(out_dir, write, force, marker=artifact.MANIFEST)
+    with output_lock(out_dir):
+        write_atomically(out_dir, write, force, marker=artifact.MANIFEST)
     return manifest

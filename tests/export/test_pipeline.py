@@ -12,7 +12,7 @@ from pbd_deploy.core.annotations import ground_truth, load_annotations
 from pbd_deploy.core.compare import assert_same_map, map_bounds, match_predictions
 from pbd_deploy.core.metrics import load_predictions
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.inference import evaluate_path
+from pbd_deploy.eval.evaluate import evaluate_path
 from pbd_deploy.export import ExportConfig, export_model
 from pbd_deploy.export.int8 import QUANTIZED_OPS
 from pbd_deploy.runtime.artifact import file_sha256

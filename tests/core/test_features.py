@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pbd_deploy.data.features import load_features
+from pbd_deploy.core.features import load_features
 from pbd_deploy.errors import PbdError
 
 

@@ -1,0 +1,81 @@
+"""`pbd-deploy eval`: one entry point for a model directory, an exported file or predictions.
+
+Importing this module needs no torch: exported files run on the torch-free runtime and
+predictions files need only the mAP code; torch is loaded only for a model directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pbd_deploy.core.annotations import ground_truth, load_annotations
+from pbd_deploy.core.metrics import (
+    ACTIVITYNET_THRESHOLDS,
+    THUMOS_THRESHOLDS,
+    DetectionResult,
+    evaluate_detections,
+    load_predictions,
+)
+from pbd_deploy.core.metrics import (
+    save_predictions as save_predictions_file,
+)
+from pbd_deploy.errors import PbdError
+
+THRESHOLDS = {"thumos": THUMOS_THRESHOLDS, "activitynet": ACTIVITYNET_THRESHOLDS}
+
+
+def evaluate_path(
+    model,
+    data=None,
+    annotations=None,
+    split: str = "test",
+    thresholds: str = "thumos",
+    device: str = "cpu",
+    save_predictions=None,
+    progress: Callable[..., None] | None = None,
+    past_end: str = "error",
+) -> DetectionResult:
+    """Score a model directory or a .onnx / .engine file on DATA, or predictions on ANN.json."""
+    levels = THRESHOLDS[thresholds]
+    path = Path(model)
+    if path.is_dir() or path.suffix in (".onnx", ".engine"):
+        if not data:
+            raise PbdError("evaluating a model needs --data DATA")
+        if path.is_dir():
+            result, predictions = _evaluate_model_dir(path, data, split, levels, device,
+                                                      progress, past_end)  # fmt: skip
+        else:
+            from pbd_deploy.runtime.evaluate import evaluate_artifact
+
+            result, predictions = evaluate_artifact(path, data, split, levels, past_end, progress)
+    elif path.suffix == ".json":
+        if not annotations:
+            raise PbdError("scoring a predictions file needs --annotations ANN.json")
+        known = load_annotations(annotations, past_end=past_end)
+        predictions = load_predictions(path, known.class_names, set(known.videos))
+        videos = known.split(split)
+        wanted = {v.video_id for v in videos}
+        predictions = {k: v for k, v in predictions.items() if k in wanted}
+        result = evaluate_detections(ground_truth(videos), predictions, levels)
+    elif not path.exists():
+        raise PbdError(f"{path} does not exist")
+    else:
+        raise PbdError(
+            f"cannot evaluate {path}: expected a model directory, a .onnx / .engine file "
+            "or a predictions .json"
+        )
+    if save_predictions:
+        save_predictions_file(predictions, save_predictions)
+    return result
+
+
+def _evaluate_model_dir(path, data, split, levels, device, progress, past_end):
+    from pbd_deploy.data.dataset import TadDataset
+    from pbd_deploy.eval.inference import evaluate_model
+    from pbd_deploy.models.io import load_model
+
+    detector = load_model(path, device)
+    dataset = TadDataset(data, detector.config, past_end)
+    return evaluate_model(detector, dataset, split, thresholds=levels, device=device,
+                          progress=progress)  # fmt: skip

@@ -1,0 +1,55 @@
+"""mAP of an exported model (.onnx / .engine) on a dataset split, without torch.
+
+The shipped artifact runs exactly as a user runs it, `Detector.detect` on each video file
+(or feature file), and its detections are scored by the same mAP code as torch models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pbd_deploy.core.annotations import VideoInfo, ground_truth, load_annotations
+from pbd_deploy.core.features import load_features
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, DetectionResult, evaluate_detections
+from pbd_deploy.errors import PbdError
+from pbd_deploy.runtime.detector import Detector
+
+
+def evaluate_artifact(
+    path,
+    data,
+    split: str = "test",
+    thresholds=THUMOS_THRESHOLDS,
+    past_end: str = "error",
+    progress: Callable[..., None] | None = None,
+    **detector_options,
+) -> tuple[DetectionResult, dict[str, list[dict]]]:
+    """Run `path` over one split of the dataset directory `data`; (mAP, predictions).
+
+    Args:
+        path: model.onnx / model.fp16.onnx / model.int8.onnx / model.engine (with model.json).
+        data: dataset directory (annotations.json + videos/ or features/).
+        detector_options: passed to `Detector` (providers, threads).
+    """
+    detector = Detector(path, **detector_options)
+    root = Path(data)
+    videos = load_annotations(root / "annotations.json", past_end=past_end).split(split)
+    predictions = {}
+    for i, video in enumerate(videos):
+        source, fps = _source(detector, root, video)
+        found = detector.detect(source, fps=fps, duration=video.duration)
+        predictions[video.video_id] = [d.to_dict() for d in found]
+        if progress:
+            progress("eval", i + 1, len(videos))
+    return evaluate_detections(ground_truth(videos), predictions, thresholds), predictions
+
+
+def _source(detector: Detector, root: Path, video: VideoInfo):
+    """What `detect` takes for one video of the dataset: (file or feature array, fps)."""
+    if detector.spec.mode != "features":
+        return root / "videos" / f"{video.video_id}.mp4", None
+    if not video.fps:
+        raise PbdError(f"{video.video_id}: feature mode needs 'fps' in annotations.json")
+    path = root / "features" / f"{video.video_id}.npy"
+    return load_features(path, detector.spec.feature_dim), float(video.fps)
