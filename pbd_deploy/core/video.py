@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -147,34 +148,47 @@ def take_window(frames: np.ndarray, start: int, window: int) -> tuple[np.ndarray
     return chunk, valid
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264") -> None:
-    """Write RGB frames to an .mp4 (yuv420p), atomically.
+def write_video(
+    path: str | Path, frames: Iterable[np.ndarray], fps: float, codec: str = "libx264"
+) -> int:
+    """Write RGB frames to an .mp4 (yuv420p), atomically; returns the number of frames.
 
-    yuv420p needs even dimensions, so an odd height or width gets its last row or
-    column repeated once. The file appears under its final name only when complete.
+    Frames are streamed to the encoder, so a generator writes a long video without holding
+    it in memory. yuv420p needs even dimensions, so an odd height or width gets its last
+    row or column repeated once. x264 runs on one thread (crf 18, preset ultrafast): the
+    same frames always give the same bytes. The file appears under its final name only
+    when complete; a bad frame met half-way leaves nothing behind.
 
     Args:
         path: the output file.
-        frames: (T, H, W, 3) uint8.
+        frames: a (T, H, W, 3) uint8 array or any iterable of (H, W, 3) uint8 frames.
         fps: frame rate.
         codec: encoder; falls back to "mpeg4" when it is not available in this FFmpeg.
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
-        raise PbdError(
-            f"write_video needs non-empty (T, H, W, 3) uint8 frames, "
-            f"got {frames.shape} {frames.dtype}"
-        )
     if not fps > 0:
         raise PbdError(f"write_video: fps must be positive, got {fps}")
-    if codec not in av.codecs_available:
-        log.info("codec %s not available in this FFmpeg build; using mpeg4", codec)
-        codec = "mpeg4"
-    frames = _pad_even(frames)
+    frames = iter(frames)
+    first = _check_frame(next(frames, None), None)
+    codec = pick_codec(codec)
     path = Path(path)
+    written = []
+
+    def encode(tmp: Path) -> None:
+        written.append(_encode(str(tmp), first, frames, fps, codec))
+
     try:
-        write_file(path, lambda tmp: _encode(str(tmp), frames, fps, codec), what="video ")
+        write_file(path, encode, what="video ")
     except av.FFmpegError as exc:
         raise PbdError(f"cannot write video {path}: {exc} (check the output folder)") from None
+    return written[0]
+
+
+def pick_codec(codec: str) -> str:
+    """`codec` when this FFmpeg build has its encoder, else "mpeg4" (always built in)."""
+    if codec in av.codecs_available:
+        return codec
+    log.info("codec %s not available in this FFmpeg build; using mpeg4", codec)
+    return "mpeg4"
 
 
 def _undecodable(path: Path, reason: str) -> PbdError:
@@ -244,20 +258,46 @@ def _convert(picked, size: int | None, crop: int | None, path: Path) -> np.ndarr
     return np.stack(arrays) if arrays else np.zeros((0, 0, 0, 3), np.uint8)  # (T, H, W, 3)
 
 
-def _pad_even(frames: np.ndarray) -> np.ndarray:
-    _, h, w, _ = frames.shape
-    pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
-    return np.pad(frames, pad, mode="edge") if h % 2 or w % 2 else frames
+def _check_frame(frame, shape: tuple | None) -> np.ndarray:
+    """A (H, W, 3) uint8 frame, of the first frame's shape when `shape` is given."""
+    ok = (
+        isinstance(frame, np.ndarray)
+        and frame.ndim == 3
+        and frame.shape[-1] == 3
+        and frame.dtype == np.uint8
+        and (shape is None or frame.shape == shape)
+    )
+    if not ok:
+        got = "no frames" if frame is None else f"{getattr(frame, 'shape', type(frame))}"
+        got += f" {frame.dtype}" if isinstance(frame, np.ndarray) else ""
+        want = f"{shape} uint8" if shape else "(H, W, 3) uint8"
+        raise PbdError(f"write_video needs {want} frames (a non-empty video), got {got}")
+    return frame
 
 
-def _encode(tmp: str, frames: np.ndarray, fps: float, codec: str) -> None:
+def _pad_even(frame: np.ndarray) -> np.ndarray:
+    h, w, _ = frame.shape
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    return np.pad(frame, pad, mode="edge") if h % 2 or w % 2 else frame
+
+
+def _encode(tmp: str, first: np.ndarray, rest: Iterator[np.ndarray], fps: float, codec: str) -> int:
     rate = Fraction(fps).limit_denominator(1001)
+    height, width = first.shape[0] + first.shape[0] % 2, first.shape[1] + first.shape[1] % 2
+    # One x264 thread makes the output bytes reproducible (and is faster on small frames).
+    options = {"crf": "18", "preset": "ultrafast", "threads": "1"} if codec == "libx264" else {}
     with av.open(tmp, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream = container.add_stream(codec, rate=rate, options=options)
+        if codec == "mpeg4":
+            stream.bit_rate = int(40 * width * height * rate)
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        for rgb in frames:  # (H, W, 3) uint8
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        count = 0
+        for rgb in itertools.chain([first], rest):  # (H, W, 3) uint8
+            rgb = _pad_even(_check_frame(rgb, first.shape))
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = count, 1 / rate
+            container.mux(stream.encode(frame))
+            count += 1
+        container.mux(stream.encode())
+    return count

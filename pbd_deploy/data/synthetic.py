@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from pbd_deploy.core import config as config_io
 from pbd_deploy.core.atomic import prepare_output, write_atomically
+from pbd_deploy.core.video import write_video
 from pbd_deploy.data.render import (
     LINEAR_DIRECTIONS,
     OBJECT_RADIUS,
@@ -407,31 +407,10 @@ def plan_videos(config: SynthConfig) -> list[VideoPlan]:
 # ---------------------------------------------------------------- writing
 
 
-def _codec(available) -> str:
-    return "libx264" if "libx264" in available else "mpeg4"
-
-
-def _encode(path: Path, frames: Iterator[np.ndarray], config: SynthConfig) -> None:
-    import av  # PyAV is only needed when videos are actually written
-
-    rate = Fraction(config.fps).limit_denominator(1001)
-    codec = _codec(av.codecs_available)
-    # One x264 thread is faster on 64x64 frames and makes the output bytes reproducible.
-    options = {"crf": "18", "preset": "ultrafast", "threads": "1"} if codec == "libx264" else {}
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate, options=options)
-        if codec == "mpeg4":
-            stream.bit_rate = int(40 * config.size * config.size * rate)
-        stream.width = stream.height = config.size
-        stream.pix_fmt = "yuv420p"
-        index = 0
-        for chunk in frames:
-            for image in chunk:
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts, frame.time_base = index, 1 / rate
-                container.mux(stream.encode(frame))
-                index += 1
-        container.mux(stream.encode())
+def _frames(plan: VideoPlan, config: SynthConfig) -> Iterator[np.ndarray]:
+    """The frames of `plan`, one (size, size, 3) uint8 array at a time (rendered in chunks)."""
+    for chunk in iter_frames(plan, config):
+        yield from chunk
 
 
 def annotations(plans: list[VideoPlan], config: SynthConfig) -> dict:
@@ -479,7 +458,7 @@ def make_synthetic(
     def write(tmp: Path) -> None:
         (tmp / "videos").mkdir()
         for done, plan in enumerate(plans, 1):
-            _encode(tmp / "videos" / f"{plan.video_id}.mp4", iter_frames(plan, config), config)
+            write_video(tmp / "videos" / f"{plan.video_id}.mp4", _frames(plan, config), config.fps)
             logger.debug(
                 "wrote %s (%.1f s, %d actions)", plan.video_id, plan.duration, len(plan.actors)
             )

@@ -101,6 +101,30 @@ def test_write_is_atomic_and_pads_odd_sizes(tmp_path):
     assert fps == pytest.approx(29.97, abs=1e-3)
 
 
+def test_streamed_frames_give_the_same_file_as_an_array(tmp_path):
+    frames = _moving_gradient()
+    assert write_video(tmp_path / "array.mp4", frames, fps=24) == T
+    assert write_video(tmp_path / "stream.mp4", (f for f in frames), fps=24) == T
+    assert write_video(tmp_path / "again.mp4", frames, fps=24) == T
+    data = (tmp_path / "array.mp4").read_bytes()
+    assert (tmp_path / "stream.mp4").read_bytes() == data  # streaming changes nothing
+    assert (tmp_path / "again.mp4").read_bytes() == data  # and the bytes are reproducible
+
+
+def test_a_bad_frame_half_way_leaves_nothing(tmp_path):
+    frames = _moving_gradient()
+
+    def stream():
+        yield from frames[:5]
+        yield frames[5, :-2]  # another size
+
+    with pytest.raises(PbdError, match=r"needs \(48, 64, 3\) uint8 frames.*got \(46, 64, 3\)"):
+        write_video(tmp_path / "x.mp4", stream(), fps=24)
+    with pytest.raises(PbdError, match="got no frames"):
+        write_video(tmp_path / "x.mp4", iter(()), fps=24)
+    assert os.listdir(tmp_path) == []
+
+
 def test_write_failure_is_a_pbd_error(tmp_path):
     with pytest.raises(PbdError, match="cannot write video"):
         write_video(tmp_path / "missing_dir" / "x.mp4", _moving_gradient()[:2], fps=24)

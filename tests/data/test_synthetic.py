@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from pbd_deploy.core import video as core_video
 from pbd_deploy.data import synthetic
 from pbd_deploy.data.render import LINEAR_DIRECTIONS, Actor, VideoPlan, render_video
 from pbd_deploy.data.synthetic import (
@@ -136,14 +137,14 @@ def test_crash_leaves_nothing(tmp_path, monkeypatch):
     def boom(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "_encode", boom)
+    monkeypatch.setattr(synthetic, "write_video", boom)
     with pytest.raises(RuntimeError):
         make_synthetic(tmp_path / "ds", SynthConfig(**SMALL))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_mpeg4_fallback(tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "_codec", lambda available: "mpeg4")
+    monkeypatch.setattr(core_video.av, "codecs_available", {"mpeg4"})  # an FFmpeg without x264
     out = make_synthetic(tmp_path / "ds", SynthConfig(**{**SMALL, "videos": 3, "classes": 1}))
     video = next((out / "videos").iterdir())
     with av.open(str(video)) as container:
