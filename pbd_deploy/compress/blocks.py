@@ -45,8 +45,10 @@ def drop_block(model: Detector, original_index: int) -> Detector:
 
 def _remove_from_config(cfg: BackboneConfig, position: int) -> None:
     cfg.block_indices = cfg.block_indices[:position] + cfg.block_indices[position + 1 :]
-    if cfg.mlp_dims is not None:
-        cfg.mlp_dims = cfg.mlp_dims[:position] + cfg.mlp_dims[position + 1 :]
+    for name in ("mlp_dims", "block_heads"):  # per-block widths after channel pruning
+        widths = getattr(cfg, name)
+        if widths is not None:
+            setattr(cfg, name, widths[:position] + widths[position + 1 :])
 
 
 def block_macs(config: DetectorConfig) -> dict[int, int]:

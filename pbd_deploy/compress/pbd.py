@@ -100,7 +100,129 @@ def progressive_block_drop(
     return run.run()
 
 
-class _BlockDrop:
+class Recovery:
+    """Recovery after a compression step, shared by block drop and channel pruning.
+
+    LoRA (peft) on the kept blocks + cross-depth alignment to the frozen teacher, the best
+    epoch on the validation split (epoch 0, no recovery, competes too), adapters merged.
+    A subclass sets `config` (a RecoveryConfig), `teacher`, `dataset`, `calibration`,
+    `device`, `progress`, `state` (a RunState whose `iterations` count seeds the epochs)
+    and `_started` (the wall-clock start of the step) before calling `_recover`.
+    """
+
+    def _recovery_epochs(self, pending: dict) -> int:
+        return self.config.epochs
+
+    def _recover(self, student: Detector, pending: dict) -> tuple[Detector, dict]:
+        """LoRA + cross-depth alignment for `epochs`; best-on-val kept, adapters merged."""
+        epochs = self._recovery_epochs(pending)
+        if epochs == 0:
+            return student, {"val_mAP": pending["val_mAP_before"], "epochs": [], "best_epoch": 0}
+        torch.manual_seed(self.config.seed + len(self.state.data["iterations"]))
+        wrapped = inject_adapters(
+            student, self.config.lora_targets, self.config.lora_rank, self.config.lora_alpha
+        )
+        trainer = Trainer(
+            distributed.data_parallel(student),
+            self.dataset,
+            self._train_config(epochs),
+            loss_fn=lambda m, *batch: alignment_loss(m, self.teacher, self._weights(), *batch),
+        )
+        self._restore(student, trainer, pending)
+        for epoch in range(pending["epoch"] + 1, epochs + 1):
+            self._epoch(student, trainer, pending, epoch, epochs)
+        student.load_state_dict(pending["best"])
+        merged, error = merge_adapters(wrapped, self._example())
+        figures = {
+            "val_mAP": pending["best_val_mAP"],
+            "best_epoch": pending["best_epoch"],
+            "epochs": pending["epochs"],
+            "merge_error": error,
+        }
+        return merged.eval(), figures
+
+    def _epoch(self, student, trainer: Trainer, pending: dict, epoch: int, epochs: int) -> None:
+        # Each epoch is seeded by (seed, iteration, epoch), so a resumed run repeats it exactly.
+        iteration = len(self.state.data["iterations"]) + 1
+        rng = np.random.default_rng([self.config.seed, iteration, epoch])
+        torch.manual_seed(int(rng.integers(2**31)))
+        samples = epoch_samples(self.dataset, trainer.config, rng)
+        losses = trainer.epoch(samples, epoch, self.progress, shard=_shard_batch)
+        val = self._val_map(student)
+        record = {"epoch": epoch, **losses, "val_mAP": val}
+        pending["epochs"].append(record)
+        if self.progress:
+            self.progress(f"recover {iteration}", epoch, epochs, **record)
+        if val > pending["best_val_mAP"]:
+            pending.update(best_val_mAP=val, best_epoch=epoch, best=cpu_state(student))
+        pending.update(
+            epoch=epoch,
+            wall_s=time.time() - self._started,
+            current=cpu_state(student),
+            optimizer=trainer.optimizer.state_dict(),
+            step=trainer.step,
+        )
+        self.state.save()
+
+    def _restore(self, student: Detector, trainer: Trainer, pending: dict) -> None:
+        """Start recovery, or continue it from the last saved epoch."""
+        if "current" in pending:
+            student.load_state_dict(pending["current"])
+            trainer.optimizer.load_state_dict(pending["optimizer"])
+            trainer.step = pending["step"]
+            return
+        # Epoch 0 (adapters at zero = the dropped model) competes too: recovery that does not
+        # help on val is not kept.
+        pending.update(
+            epoch=0,
+            epochs=[],
+            best_val_mAP=pending["val_mAP_before"],
+            best_epoch=0,
+            best=cpu_state(student),
+        )
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _weights(self) -> AlignWeights:
+        c = self.config
+        return AlignWeights(feat=c.w_feat, cls=c.w_cls, reg=c.w_reg, temperature=c.temperature)
+
+    def _train_config(self, epochs: int) -> TrainConfig:
+        c = self.config
+        return TrainConfig(
+            epochs=epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            weight_decay=c.weight_decay,
+            warmup_epochs=c.warmup_epochs,
+            windows_per_video=c.windows_per_video,
+            device=self.device,
+            seed=c.seed,
+        )
+
+    def _val_map(self, model: Detector) -> float:
+        training = model.training
+        result, _ = evaluate_model(model, self.dataset, "val", device=self.device)
+        model.train(training)
+        return result.average_mAP
+
+    def _measure(self, model: Detector) -> dict:
+        macs = count_macs(model.config)
+        return {
+            "kept_blocks": list_blocks(model),
+            "macs": macs["total"],
+            "macs_backbone": macs["backbone"],
+            "params": count_params(model),
+        }
+
+    def _example(self) -> torch.Tensor:
+        """A real calibration window, to check the merged model against the adapted one."""
+        video = self.calibration[0]
+        _, x, _ = next(self.dataset.sliding_windows(video))
+        return torch.from_numpy(x)[None].to(self.device)
+
+
+class _BlockDrop(Recovery):
     """One compression run; the methods are its phases."""
 
     def __init__(self, model, data, config: BlockDropConfig, progress, state_file, resume):
@@ -215,74 +337,6 @@ class _BlockDrop:
         elapsed = round(time.time() - started, 1)
         return {"chosen": chosen, "scores": scores, "score_s": elapsed, "wall_s": elapsed}
 
-    def _recover(self, student: Detector, pending: dict) -> tuple[Detector, dict]:
-        """LoRA + cross-depth alignment for `epochs`; best-on-val kept, adapters merged."""
-        epochs = self.config.epochs * (len(pending["chosen"]) if self._one_shot() else 1)
-        if epochs == 0:
-            return student, {"val_mAP": pending["val_mAP_before"], "epochs": [], "best_epoch": 0}
-        torch.manual_seed(self.config.seed + len(self.state.data["iterations"]))
-        wrapped = inject_adapters(
-            student, self.config.lora_targets, self.config.lora_rank, self.config.lora_alpha
-        )
-        trainer = Trainer(
-            distributed.data_parallel(student),
-            self.dataset,
-            self._train_config(epochs),
-            loss_fn=lambda m, *batch: alignment_loss(m, self.teacher, self._weights(), *batch),
-        )
-        self._restore(student, trainer, pending)
-        for epoch in range(pending["epoch"] + 1, epochs + 1):
-            self._epoch(student, trainer, pending, epoch, epochs)
-        student.load_state_dict(pending["best"])
-        merged, error = merge_adapters(wrapped, self._example())
-        figures = {
-            "val_mAP": pending["best_val_mAP"],
-            "best_epoch": pending["best_epoch"],
-            "epochs": pending["epochs"],
-            "merge_error": error,
-        }
-        return merged.eval(), figures
-
-    def _epoch(self, student, trainer: Trainer, pending: dict, epoch: int, epochs: int) -> None:
-        # Each epoch is seeded by (seed, iteration, epoch), so a resumed run repeats it exactly.
-        iteration = len(self.state.data["iterations"]) + 1
-        rng = np.random.default_rng([self.config.seed, iteration, epoch])
-        torch.manual_seed(int(rng.integers(2**31)))
-        samples = epoch_samples(self.dataset, trainer.config, rng)
-        losses = trainer.epoch(samples, epoch, self.progress, shard=_shard_batch)
-        val = self._val_map(student)
-        record = {"epoch": epoch, **losses, "val_mAP": val}
-        pending["epochs"].append(record)
-        if self.progress:
-            self.progress(f"recover {iteration}", epoch, epochs, **record)
-        if val > pending["best_val_mAP"]:
-            pending.update(best_val_mAP=val, best_epoch=epoch, best=cpu_state(student))
-        pending.update(
-            epoch=epoch,
-            wall_s=time.time() - self._started,
-            current=cpu_state(student),
-            optimizer=trainer.optimizer.state_dict(),
-            step=trainer.step,
-        )
-        self.state.save()
-
-    def _restore(self, student: Detector, trainer: Trainer, pending: dict) -> None:
-        """Start recovery, or continue it from the last saved epoch."""
-        if "current" in pending:
-            student.load_state_dict(pending["current"])
-            trainer.optimizer.load_state_dict(pending["optimizer"])
-            trainer.step = pending["step"]
-            return
-        # Epoch 0 (adapters at zero = the dropped model) competes too: recovery that does not
-        # help on val is not kept.
-        pending.update(
-            epoch=0,
-            epochs=[],
-            best_val_mAP=pending["val_mAP_before"],
-            best_epoch=0,
-            best=cpu_state(student),
-        )
-
     # -- helpers ----------------------------------------------------------------------
 
     def _rebuild(self) -> Detector:
@@ -301,43 +355,8 @@ class _BlockDrop:
     def _one_shot(self) -> bool:
         return self.config.schedule == "one-shot"
 
-    def _weights(self) -> AlignWeights:
-        c = self.config
-        return AlignWeights(feat=c.w_feat, cls=c.w_cls, reg=c.w_reg, temperature=c.temperature)
-
-    def _train_config(self, epochs: int) -> TrainConfig:
-        c = self.config
-        return TrainConfig(
-            epochs=epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            warmup_epochs=c.warmup_epochs,
-            windows_per_video=c.windows_per_video,
-            device=self.device,
-            seed=c.seed,
-        )
-
-    def _val_map(self, model: Detector) -> float:
-        training = model.training
-        result, _ = evaluate_model(model, self.dataset, "val", device=self.device)
-        model.train(training)
-        return result.average_mAP
-
-    def _measure(self, model: Detector) -> dict:
-        macs = count_macs(model.config)
-        return {
-            "kept_blocks": list_blocks(model),
-            "macs": macs["total"],
-            "macs_backbone": macs["backbone"],
-            "params": count_params(model),
-        }
-
-    def _example(self) -> torch.Tensor:
-        """A real calibration window, to check the merged model against the adapted one."""
-        video = self.calibration[0]
-        _, x, _ = next(self.dataset.sliding_windows(video))
-        return torch.from_numpy(x)[None].to(self.device)
+    def _recovery_epochs(self, pending: dict) -> int:
+        return self.config.epochs * (len(pending["chosen"]) if self._one_shot() else 1)
 
 
 def _shard_batch(batch: list) -> list:

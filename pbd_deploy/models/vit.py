@@ -31,6 +31,7 @@ class BackboneConfig:
     depth: int = 12
     heads: int = 6
     head_dim: int | None = None  # None: dim // heads; set when heads are pruned (fewer heads)
+    block_heads: list[int] | None = None  # per kept block, after head pruning; None: heads
     mlp_ratio: float = 4.0
     mlp_dims: list[int] | None = None  # per kept block, after channel pruning; None: dim*ratio
     patch: int = 16
@@ -48,11 +49,26 @@ class BackboneConfig:
             raise PbdError(f"backbone dim {self.dim} is not divisible by heads {self.heads}")
         if self.chunk_frames % self.tubelet:
             raise PbdError("backbone chunk_frames must be a multiple of tubelet")
+        if self.block_heads is not None and self.head_dim is None:
+            self.head_dim = self.dim // self.heads  # pruned blocks keep the original head size
+        for name in ("block_heads", "mlp_dims"):
+            widths = getattr(self, name)
+            if widths is not None and len(widths) != len(self.block_indices):
+                raise PbdError(
+                    f"backbone {name} has {len(widths)} entries for "
+                    f"{len(self.block_indices)} kept blocks"
+                )
 
     @property
     def attn_dim(self) -> int:
         """Width of q, k and v: heads * head_dim (equals dim unless heads were pruned)."""
         return self.heads * (self.head_dim or self.dim // self.heads)
+
+    def heads_at(self, position: int) -> int:
+        """Attention heads of the kept block at `position` (fewer after head pruning)."""
+        if self.block_heads is not None:
+            return self.block_heads[position]
+        return self.heads
 
     def mlp_dim(self, position: int) -> int:
         if self.mlp_dims is not None:
@@ -142,7 +158,7 @@ class VideoMAEBackbone(nn.Module):
             stride=(c.tubelet, c.patch, c.patch),
         )
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, c.mlp_dim(i), c.drop_path, c.head_dim)
+            Block(c.dim, c.heads_at(i), c.mlp_dim(i), c.drop_path, c.head_dim)
             for i in range(len(c.block_indices))
         )
         self.norm = nn.LayerNorm(c.dim, eps=1e-6) if c.final_norm else nn.Identity()
