@@ -7,6 +7,8 @@ test split is never looked at.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import logging
 import math
@@ -20,10 +22,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pbd_deploy.core.atomic import prepare_output
 from pbd_deploy.core.annotations import load_annotations
+from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.data.loader import Batcher, TrainLoader, check_workers  # noqa: F401 (Batcher: re-export)
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model
-from pbd_deploy.models.actionformer import assign_targets, detection_loss, point_grid
+from pbd_deploy.models.actionformer import detection_loss
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import add_history, load_model, save_model
 from pbd_deploy.models.registry import model_config
@@ -46,11 +50,16 @@ class TrainConfig:
     windows_per_video: int = 4
     device: str = "cpu"
     seed: int = 0
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)
+    checkpointing: bool = False  # recompute backbone block activations in backward
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "windows_per_video"):
             if getattr(self, name) < 1:
                 raise PbdError(f"--{name.replace('_', '-')} must be at least 1")
+        check_workers(self.workers)
+        check_precision(self.precision, self.device)
         if self.lr <= 0:
             raise PbdError("--lr must be positive")
         check_device(self.device)
@@ -69,43 +78,23 @@ def check_device(device: str) -> None:
         raise PbdError(f"unknown --device {device!r}; use cpu or cuda[:N]")
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse an unknown precision, or fp16 where there is no GPU, before any work."""
+    if precision not in PRECISIONS:
+        raise PbdError(f"unknown --precision {precision!r}; use fp32, bf16 or fp16")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise PbdError("--precision fp16 needs --device cuda (on the CPU use bf16 or fp32)")
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1, then cosine decay to 0."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-class Batcher:
-    """Turns sampled windows into (inputs, class targets, offset targets, valid mask)."""
-
-    def __init__(self, model: Detector, dataset: TadDataset):
-        self.model, self.dataset = model, dataset
-        self.grid = point_grid(model.config.head)
-
-    def make(self, samples) -> tuple[torch.Tensor, ...]:
-        xs, cls_t, reg_t, valid = [], [], [], []
-        for x, segs, labels, valid_points in samples:
-            cls, reg = assign_targets(
-                torch.from_numpy(segs),
-                torch.from_numpy(labels),
-                self.model.num_classes,
-                self.model.config.head,
-                self.grid,
-            )
-            xs.append(torch.from_numpy(x))
-            cls_t.append(cls)
-            reg_t.append(reg)
-            valid.append(self.grid[0] < valid_points)
-        return torch.stack(xs), torch.stack(cls_t), torch.stack(reg_t), torch.stack(valid)
-
-
-def epoch_samples(dataset: TadDataset, config: TrainConfig, rng: np.random.Generator):
-    """The shuffled training windows of one epoch."""
-    videos = dataset.split("train") * config.windows_per_video
-    order = rng.permutation(len(videos))
-    return [dataset.training_window(videos[i], rng) for i in order]
 
 
 def task_loss(model, x, cls_t, reg_t, valid) -> dict[str, torch.Tensor]:
@@ -122,18 +111,32 @@ class Trainer:
 
     def __init__(self, model, dataset: TadDataset, config: TrainConfig, loss_fn=task_loss):
         self.model, self.config, self.loss_fn = model, config, loss_fn
+        self.module = getattr(model, "module", model)  # unwrapped from DDP
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params, lr=config.lr, weight_decay=config.weight_decay
         )
         self.ema = (
-            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+            AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
             if config.ema
             else None
         )
-        self.batcher = Batcher(getattr(model, "module", model), dataset)  # unwrap DDP
-        windows = len(dataset.split("train")) * config.windows_per_video
-        self.steps_per_epoch = math.ceil(windows / config.batch_size)
+        self.loader = TrainLoader(
+            dataset, config.batch_size, config.windows_per_video, config.workers, config.device
+        )
+        self.steps_per_epoch = len(self.loader)
+        backbone = getattr(self.module, "backbone", None)
+        if backbone is not None:
+            backbone.checkpointing = config.checkpointing
+        # fp16 gradients can underflow: scale the loss (a no-op for fp32 and bf16).
+        device_type = torch.device(config.device).type
+        self.scaler = torch.amp.GradScaler(device_type, enabled=config.precision == "fp16")
+        self.autocast = functools.partial(
+            torch.autocast,
+            device_type,
+            dtype=PRECISIONS[config.precision],
+            enabled=config.precision != "fp32",
+        )
         self.total = self.steps_per_epoch * config.epochs
         self.warmup = int(self.steps_per_epoch * config.warmup_epochs)
         self.step = 0
@@ -141,38 +144,33 @@ class Trainer:
     @property
     def scored(self) -> Detector:
         """The weights that are evaluated and kept: the EMA when enabled."""
-        return self.ema.module if self.ema is not None else self.model
+        return self.ema.module if self.ema is not None else self.module
 
-    def update(self, samples) -> dict[str, float]:
-        """One optimisation step on a batch of sampled windows; returns the loss terms."""
+    def update(self, batch) -> dict[str, float]:
+        """One optimisation step on a batch (inputs, class and offset targets, valid mask);
+        returns the loss terms."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * lr_factor(self.step, self.total, self.warmup)
         device = self.config.device
-        x, cls_t, reg_t, valid = (t.to(device) for t in self.batcher.make(samples))
-        losses = self.loss_fn(self.model, x, cls_t, reg_t, valid)
+        x, cls_t, reg_t, valid = (t.to(device, non_blocking=True) for t in batch)
+        with self.autocast():  # the teacher of a distillation loss runs in it too
+            losses = self.loss_fn(self.model, x, cls_t, reg_t, valid)
         self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        self.scaler.scale(losses["loss"].float()).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update_parameters(self.module)
         self.step += 1
         return {k: v.item() for k, v in losses.items()}
 
-    def epoch(
-        self, samples, epoch: int, progress: Progress | None, shard=lambda batch: batch
-    ) -> dict[str, float]:
-        """Train on one epoch's windows; returns the mean loss terms.
-
-        `shard` picks this process's part of each batch under data-parallel training.
-        """
+    def epoch(self, rng: np.random.Generator, epoch: int, progress: Progress | None = None):
+        """Train on one epoch's windows, drawn with `rng`; returns the mean loss terms."""
         self.model.train()
         sums: dict[str, float] = {}
-        size = self.config.batch_size
-        for i in range(0, len(samples), size):
-            batch = shard(samples[i : i + size])
-            if not batch:
-                continue
+        for batch in self.loader.epoch(rng):
             losses = self.update(batch)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -188,12 +186,16 @@ def train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     dataset.split("val")  # fail now, not after an epoch, when there is no validation split
-    trainer = Trainer(model.to(config.device), dataset, config)
+    device = distributed.setup(config.device)  # under torchrun: this rank's device
+    config = dataclasses.replace(config, device=device)
+    trainer = Trainer(distributed.data_parallel(model.to(device)), dataset, config)
     best = {"val_mAP": -1.0, "epoch": 0, "state": None}
     epochs, started = [], time.time()
     for epoch in range(1, config.epochs + 1):
-        losses = trainer.epoch(epoch_samples(dataset, config, rng), epoch, progress)
-        result, _ = evaluate_model(trainer.scored, dataset, "val", device=config.device)
+        losses = trainer.epoch(rng, epoch, progress)
+        result, _ = evaluate_model(
+            trainer.scored, dataset, "val", device=device, workers=config.workers
+        )
         record = {
             "epoch": epoch,
             **losses,
@@ -258,5 +260,8 @@ def train_model_dir(
         wall_s=round(summary["wall_s"], 1),
         config=config.to_dict(),
     )
-    save_model(detector, out_dir, force, extra={"train_log.json": json.dumps(summary, indent=2)})
+    if distributed.is_main():  # under torchrun every rank holds the same weights
+        log_file = {"train_log.json": json.dumps(summary, indent=2)}
+        save_model(detector, out_dir, force, extra=log_file)
+    distributed.barrier()
     return summary

@@ -17,16 +17,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pbd_deploy.compress import distributed
 from pbd_deploy.compress.blocks import drop_block, list_blocks
 from pbd_deploy.core.annotations import VideoInfo, ground_truth
-from pbd_deploy.data.dataset import TadDataset
-from pbd_deploy.eval.inference import merge_windows, window_parts
 from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
 from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.data import distributed
+from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.data.loader import Batcher
+from pbd_deploy.eval.inference import merge_windows, window_parts
 from pbd_deploy.models.actionformer import decode_segments, detection_loss
 from pbd_deploy.models.detector import Detector
-from pbd_deploy.train import Batcher
 
 HIGHER_IS_BETTER = {"map": True, "loss": False, "mse": False}
 

@@ -17,8 +17,6 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
-from pbd_deploy.core.atomic import output_lock, prepare_output
-from pbd_deploy.compress import distributed
 from pbd_deploy.compress.align import AlignWeights, alignment_loss
 from pbd_deploy.compress.blocks import drop_block, list_blocks
 from pbd_deploy.compress.budget import Budget, plan_budget
@@ -27,13 +25,15 @@ from pbd_deploy.compress.importance import best_candidates, score_candidates
 from pbd_deploy.compress.lora import check_targets, inject_adapters, merge_adapters
 from pbd_deploy.compress.report import report_json, report_markdown, report_plot
 from pbd_deploy.compress.state import RunState, cpu_state, fingerprint
+from pbd_deploy.core.atomic import output_lock, prepare_output
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS
+from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import Progress, evaluate_model
-from pbd_deploy.core.metrics import THUMOS_THRESHOLDS
 from pbd_deploy.models.complexity import count_macs, count_params
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import CONFIG_FILE, add_history, load_model, save_model
-from pbd_deploy.train import TrainConfig, Trainer, epoch_samples
+from pbd_deploy.train import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,7 @@ class Recovery:
         iteration = len(self.state.data["iterations"]) + 1
         rng = np.random.default_rng([self.config.seed, iteration, epoch])
         torch.manual_seed(int(rng.integers(2**31)))
-        samples = epoch_samples(self.dataset, trainer.config, rng)
-        losses = trainer.epoch(samples, epoch, self.progress, shard=_shard_batch)
+        losses = trainer.epoch(rng, epoch, self.progress)
         val = self._val_map(student)
         record = {"epoch": epoch, **losses, "val_mAP": val}
         pending["epochs"].append(record)
@@ -198,11 +197,16 @@ class Recovery:
             windows_per_video=c.windows_per_video,
             device=self.device,
             seed=c.seed,
+            workers=c.workers,
+            precision=c.precision,
+            checkpointing=c.checkpointing,
         )
 
     def _val_map(self, model: Detector) -> float:
         training = model.training
-        result, _ = evaluate_model(model, self.dataset, "val", device=self.device)
+        result, _ = evaluate_model(
+            model, self.dataset, "val", device=self.device, workers=self.config.workers
+        )
         model.train(training)
         return result.average_mAP
 
@@ -357,12 +361,6 @@ class _BlockDrop(Recovery):
 
     def _recovery_epochs(self, pending: dict) -> int:
         return self.config.epochs * (len(pending["chosen"]) if self._one_shot() else 1)
-
-
-def _shard_batch(batch: list) -> list:
-    """This rank's part of a batch; a batch too small to give every rank a window is skipped
-    by all ranks alike (DDP needs every rank in every step)."""
-    return distributed.shard(batch) if len(batch) >= distributed.world() else []
 
 
 def _history_entry(record: dict) -> dict:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from pbd_deploy.compress import distributed
+from pbd_deploy.data import distributed
 from pbd_deploy.core.atomic import write_file
 from pbd_deploy.errors import PbdError, reason
 
-IGNORED_OPTIONS = ("device",)  # may change between the interrupted and the resumed run
+IGNORED_OPTIONS = ("device", "workers")  # may change between the interrupted and resumed run
 
 
 def fingerprint(model: torch.nn.Module) -> str:

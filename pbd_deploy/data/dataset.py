@@ -8,28 +8,36 @@ covering `fpf` frames. Point coordinate x (x = 0 is the first point's centre) ma
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
+from pbd_deploy.core import windows
 from pbd_deploy.core.annotations import Annotations, VideoInfo, load_annotations
-from pbd_deploy.data.features import load_features
+from pbd_deploy.core.features import load_features
+from pbd_deploy.core.video import decode_video, normalize, take_window, window_starts
+from pbd_deploy.data.frames import VideoIndex, decoded_bytes, index_video, read_steps
 from pbd_deploy.data.sampling import crop_segments, sample_window
-from pbd_deploy.core.video import decode_video, normalize, take_window
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.detector import DetectorConfig
-from pbd_deploy.core import windows
 
 
 class TadDataset:
     """Videos (or feature files) and annotations of DATA/, prepared for one model config.
 
-    Decoded inputs are cached in memory as uint8 frames (or float features), so each video
-    is decoded once per process. `past_end` is what to do with segments that end after their
-    video (THUMOS14 has 30): "error", "keep" or "drop" (see `load_annotations`).
+    Windows are read on demand: a video's packet index (timestamps only) is built once per
+    process, and a window decodes only its own frames (`data.frames`). Whole decoded videos
+    are kept in memory only while they are small: each at most 1/8 of `cache_mb`, all
+    together at most `cache_mb` per process (least recently used first out). `past_end` is
+    what to do with segments that end after their video (THUMOS14 has 30): "error", "keep"
+    or "drop" (see `load_annotations`).
     """
 
-    def __init__(self, data_dir: str | Path, config: DetectorConfig, past_end: str = "error"):
+    def __init__(
+        self, data_dir: str | Path, config: DetectorConfig, past_end: str = "error",
+        cache_mb: float = 512,
+    ):  # fmt: skip
         self.root = Path(data_dir)
         if not self.root.is_dir():
             raise PbdError(f"dataset directory {self.root} does not exist")
@@ -46,7 +54,9 @@ class TadDataset:
                 f"{self.root} has labels the model does not know: {unknown[:5]}; "
                 f"the model's classes are {config.class_names[:5]}..."
             )
-        self._cache: dict[str, tuple[np.ndarray, float]] = {}
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()  # LRU
+        self._index: dict[str, VideoIndex | None] = {}
 
     def split(self, role: str) -> list[VideoInfo]:
         return self.annotations.split(role)
@@ -56,11 +66,55 @@ class TadDataset:
         """Frames per input step: 1 for video, feature_stride for features."""
         return self.input.feature_stride if self.input.mode == "features" else 1.0
 
+    def _video_path(self, video: VideoInfo) -> Path:
+        return self.root / "videos" / f"{video.video_id}.mp4"
+
+    def index(self, video: VideoInfo) -> VideoIndex | None:
+        """The video's packet index (None in feature mode or for files without timestamps)."""
+        if self.input.mode == "features":
+            return None
+        if video.video_id not in self._index:
+            self._index[video.video_id] = index_video(self._video_path(video), self.input.fps)
+        return self._index[video.video_id]
+
+    def info(self, video: VideoInfo) -> tuple[int, float]:
+        """(input steps, fps) of a video without decoding it (feature files are read)."""
+        index = self.index(video)
+        if index is None:
+            data, fps = self.load(video)
+            return len(data), fps
+        return index.steps, index.fps
+
+    def frame_shape(self, video: VideoInfo) -> tuple[int, int]:
+        """(height, width) of the decoded, resized frames."""
+        index = self.index(video)
+        return index.shape(self.input.resize) if index else self.load(video)[0].shape[1:3]
+
+    def read(self, video: VideoInfo, start: int, count: int) -> np.ndarray:
+        """Input steps [start, start + count) of a video, clipped at its end."""
+        index = self.index(video)
+        cached = self._cache.get(video.video_id)
+        if index is None or cached is not None:
+            return self.load(video)[0][start : start + count]
+        if decoded_bytes(index, self.input.resize) * 8 <= self.cache_bytes:
+            return self.load(video)[0][start : start + count]  # small: decode once, keep
+        return read_steps(index, start, count, self.input.resize)
+
     def load(self, video: VideoInfo) -> tuple[np.ndarray, float]:
-        """The video's whole input, (T, H, W, 3) uint8 or (T, C) float32, and its fps."""
-        if video.video_id not in self._cache:
-            self._cache[video.video_id] = self._read(video)
-        return self._cache[video.video_id]
+        """The video's whole input, (T, H, W, 3) uint8 or (T, C) float32, and its fps.
+
+        Kept in the size-capped cache; training and evaluation read windows (`read`).
+        """
+        entry = self._cache.get(video.video_id)
+        if entry is None:
+            entry = self._cache[video.video_id] = self._read(video)
+            while len(self._cache) > 1 and self._cached_bytes() > self.cache_bytes:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(video.video_id)
+        return entry
+
+    def _cached_bytes(self) -> int:
+        return sum(data.nbytes for data, _ in self._cache.values())
 
     def _read(self, video: VideoInfo) -> tuple[np.ndarray, float]:
         if self.input.mode == "features":
@@ -68,9 +122,8 @@ class TadDataset:
                 raise PbdError(f"{video.video_id}: feature mode needs 'fps' in annotations.json")
             path = self.root / "features" / f"{video.video_id}.npy"
             return load_features(path, self.input.feature_dim), float(video.fps)
-        path = self.root / "videos" / f"{video.video_id}.mp4"
-        # Cached at the resized size, not cropped: training takes random crops of it.
-        return decode_video(path, fps=self.input.fps, size=self.input.resize)
+        # Kept at the resized size, not cropped: training takes random crops of it.
+        return decode_video(self._video_path(video), fps=self.input.fps, size=self.input.resize)
 
     def model_input(self, steps: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """A window of raw steps -> the model's input for one sample (no batch axis).
@@ -100,20 +153,43 @@ class TadDataset:
         segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2) * fps / self.step_frames
         return segs, np.asarray(labels, dtype=np.int64)
 
-    def training_window(self, video: VideoInfo, rng: np.random.Generator):
-        """A random window that keeps actions (ActionFormer-style truncation).
+    def draw_window(self, video: VideoInfo, rng: np.random.Generator) -> tuple:
+        """Draw a training window without decoding it: (start, crop top, crop left).
 
-        Returns:
-            (model input, segments (M, 2) in head points, labels (M,), valid points).
+        The start keeps actions (ActionFormer-style truncation); the crop offsets are None
+        for features. The random draws are those `training_window` always made, in order.
         """
-        data, fps = self.load(video)
+        steps, fps = self.info(video)
         segs, _ = self.segments_in_steps(video, fps)
+        start = sample_window(steps, segs, self.input.window, rng)
+        if self.input.mode == "features":
+            return start, None, None
+        h, w = self.frame_shape(video)
+        crop = self.input.crop
+        if h < crop or w < crop:
+            raise PbdError(
+                f"frames of {h}x{w} are smaller than the {crop}x{crop} crop; "
+                "set input.resize >= input.crop"
+            )
+        return start, int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+
+    def training_sample(self, video: VideoInfo, start: int, top, left):
+        """The drawn window: (model input, segments (M, 2) in head points, labels (M,),
+        valid points). Decodes only this window's frames."""
         window = self.input.window
-        start = sample_window(len(data), segs, window, rng)
-        steps, valid = take_window(data, start, window)
+        steps, valid = take_window(self.read(video, start, window), 0, window)
+        if top is None:
+            x = self.model_input(steps)
+        else:
+            crop = self.input.crop
+            steps = steps[:, top : top + crop, left : left + crop]
+            x = normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
         points, labels = self.window_targets(video, start)
-        scale = self.config.head.length / window  # input steps -> head points
-        return self.model_input(steps, rng), points, labels, valid * scale
+        return x, points, labels, valid * (self.config.head.length / window)
+
+    def training_window(self, video: VideoInfo, rng: np.random.Generator):
+        """A random window that keeps actions, with a random crop (see `draw_window`)."""
+        return self.training_sample(video, *self.draw_window(video, rng))
 
     def window_targets(self, video: VideoInfo, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Ground truth inside the window starting at input step `start`.
@@ -121,17 +197,28 @@ class TadDataset:
         Returns:
             Segments (M, 2) in head points of that window (float32) and labels (M,).
         """
-        _, fps = self.load(video)
+        _, fps = self.info(video)
         segs, labels = self.segments_in_steps(video, fps)
         window = self.input.window
         segs, labels = crop_segments(segs, labels, start, window)
         points = segs * (self.config.head.length / window) - 0.5  # input steps -> head points
         return points.astype(np.float32), labels
 
+    def window_starts(self, video: VideoInfo) -> list[int]:
+        """Starts of the sliding windows that cover the whole video (as at inference)."""
+        return window_starts(self.info(video)[0], self.input.window, self.input.stride)
+
+    def eval_window(self, video: VideoInfo, start: int) -> tuple[np.ndarray, float]:
+        """(model input, valid head points) of the sliding window starting at `start`."""
+        window = self.input.window
+        steps, valid = take_window(self.read(video, start, window), 0, window)
+        return windows.model_input(steps, self.spec), valid * (self.config.head.length / window)
+
     def sliding_windows(self, video: VideoInfo):
-        """Yield (start step, model input, valid head points) covering the whole video."""
-        data, _ = self.load(video)
-        yield from windows.sliding_windows(data, self.spec)
+        """Yield (start step, model input, valid head points) covering the whole video,
+        decoding one window at a time."""
+        for start in self.window_starts(video):
+            yield (start, *self.eval_window(video, start))
 
     def points_to_seconds(self, points: np.ndarray, start: int, fps: float) -> np.ndarray:
         """Head-point coordinates of a window starting at input step `start` -> seconds."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pbd_deploy.errors import PbdError
 
@@ -147,6 +148,8 @@ class Block(nn.Module):
 class VideoMAEBackbone(nn.Module):
     """VideoMAE ViT that turns (B, 3, T, H, W) frames into (B, C, T / tubelet) features."""
 
+    checkpointing = False  # set by training (--checkpointing); not part of the architecture
+
     def __init__(self, config: BackboneConfig):
         super().__init__()
         self.config = config
@@ -207,7 +210,12 @@ class VideoMAEBackbone(nn.Module):
         x, grid = self.embed(frames)
         outputs = []
         for block in self.blocks:
-            x = block(x)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                # Activation checkpointing: keep only block inputs, recompute the rest in
+                # backward (drop path's random mask is replayed: the RNG state is kept).
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
             outputs.append(x)
         features = self.pool(x, grid)
         return (features, outputs) if return_blocks else features
