@@ -6,6 +6,7 @@ import functools
 import importlib
 import logging
 import sys
+import time
 
 import click
 
@@ -50,10 +51,15 @@ def friendly(fn):
 
 
 class RichProgress:
-    """A progress callback `(stage, done, total, **figures)` drawn as rich progress bars."""
+    """A progress callback `(stage, done, total, **figures)`: live rich progress bars on a
+    terminal; in a log (stderr not a terminal: CI, a file, nohup) plain lines instead, one
+    per epoch and one per finished stage, never truncated."""
+
+    EPOCH_STAGES = ("epoch", "recover")  # one report per epoch: each gets its line
 
     def __enter__(self):
-        self.bars, self.tasks = None, {}
+        self.bars, self.tasks, self.plain = None, {}, None
+        self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc):
@@ -84,15 +90,22 @@ class RichProgress:
         self.bars.__enter__()
 
     def __call__(self, stage: str, done: int, total: int, **figures):
-        if self.bars is None:
-            self._start()
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bars.add_task(stage, total=total, figures="")
+        if self.plain is None:
+            self.plain = not _console().is_terminal
         text = " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in figures.items()
             if k != "elapsed_s"
         )
+        if self.plain:
+            if done >= total or stage.split()[0] in self.EPOCH_STAGES:
+                clock = f"[{time.monotonic() - self.started:7.1f}s]"
+                click.echo(f"{clock} {stage} {done}/{total} {text}".rstrip(), err=True)
+            return
+        if self.bars is None:
+            self._start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total, figures="")
         self.bars.update(self.tasks[stage], completed=done, total=total, figures=text)
 
 
