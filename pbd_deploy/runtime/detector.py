@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pbd_deploy.core.atomic import write_json
-from pbd_deploy.core.video import decode_video
+from pbd_deploy.core.video import decode_video, window_starts
 from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.runtime.artifact import (
@@ -137,6 +137,34 @@ class Detector:
         """
         data, fps = self.load(source, fps)
         duration = duration if duration is not None else len(data) * self.spec.step_frames / fps
+        if getattr(self.backend, "kernels", None) is not None and self.spec.mode == "video":
+            parts = self._gpu_candidates(data, fps, duration, batch_size)
+        else:
+            parts = self._candidates(data, fps, duration, batch_size)
+        segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
+        segs, scs, labels = fast_postprocess(segs, scs, labels, self.postprocess)
+        return [
+            Detection(float(s), float(e), self.class_names[int(k)], float(c))
+            for (s, e), c, k in zip(segs.tolist(), scs.tolist(), labels.tolist())
+        ]
+
+    def _gpu_candidates(self, data, fps, duration, batch_size) -> list:
+        """Each window's candidates with the CUDA kernels (TensorRT): the same as
+        `_candidates`, but only uint8 frames go to the GPU and only candidates come back."""
+        spec, scale = self.spec, self.spec.head_length / self.spec.window
+        starts = window_starts(len(data), spec.window, spec.stride)
+        step = self.backend.static_batch or batch_size
+        parts = []
+        for i in range(0, len(starts), step):
+            chunks = [data[s : s + spec.window] for s in starts[i : i + step]]
+            windows = [(s, len(c) * scale) for s, c in zip(starts[i : i + step], chunks)]
+            parts += self.backend.run_windows(
+                chunks, windows, spec, fps, duration, self.postprocess
+            )
+        return parts
+
+    def _candidates(self, data, fps, duration, batch_size) -> list:
+        """Each window's candidates: inputs normalised on the CPU, outputs decoded in numpy."""
         # Lazily, one batch at a time: a real-size window (768 frames at 160x160) is 236 MB.
         windows = sliding_windows(data, self.spec)
         parts = []
@@ -149,12 +177,7 @@ class Detector:
                         sc, sg, self.positions, valid, to_sec, duration, self.postprocess
                     )
                 )
-        segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
-        segs, scs, labels = fast_postprocess(segs, scs, labels, self.postprocess)
-        return [
-            Detection(float(s), float(e), self.class_names[int(k)], float(c))
-            for (s, e), c, k in zip(segs.tolist(), scs.tolist(), labels.tolist())
-        ]
+        return parts
 
 
 def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:

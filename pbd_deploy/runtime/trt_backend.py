@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pbd_deploy.core.windows import point_positions
 from pbd_deploy.errors import PbdError
 from pbd_deploy.optional import require
 from pbd_deploy.runtime.cuda import open_cuda
@@ -29,6 +30,7 @@ from pbd_deploy.runtime.engine_meta import (
     check_engine_fits,
     read_metadata,
 )
+from pbd_deploy.runtime.kernels import load_kernels
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class TrtBackend:
     """Runs model.engine; refuses one built for another TensorRT version or GPU, or one
     whose bytes are not those its metadata was written for."""
 
-    def __init__(self, path: Path, use_cuda_graph: bool = True):
+    def __init__(self, path: Path, use_cuda_graph: bool = True, use_kernels: bool = True):
         trt = require("tensorrt", "trt")
         path = Path(path)
         self.trt, self.cuda = trt, open_cuda()
@@ -74,6 +76,20 @@ class TrtBackend:
         self._states: dict[tuple, _ShapeState] = {}
         self._bound: tuple | None = None  # the shape the context's addresses point at
         self._lock = threading.Lock()
+        # CUDA pre/post-processing kernels (runtime/kernels.py), None: numpy on the CPU
+        self.kernels = self._load_kernels() if use_kernels else None
+
+    def _load_kernels(self):
+        dtypes = {n: np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(n))) for n in
+                  (self.input_name, *self.output_names)}  # fmt: skip
+        if dtypes[self.input_name] not in (np.float32, np.float16) or any(
+            dtypes[n] != np.float32 for n in self.output_names
+        ):
+            log.info("CUDA kernels not used: engine I/O types %s (need fp32/fp16 in, fp32 out)",
+                     {n: str(d) for n, d in dtypes.items()})  # fmt: skip
+            return None
+        with self.cuda.active():
+            return load_kernels(self.cuda)
 
     @property
     def static_batch(self) -> int | None:
@@ -148,8 +164,42 @@ class TrtBackend:
             out = {n: state.buffers[n][0].copy() for n in self.output_names}
         return out["scores"].astype(np.float32), out["segments"].astype(np.float32)
 
+    def run_windows(self, chunks, windows, spec, fps, duration, config) -> list:
+        """Candidates of each window with the CUDA kernels: uint8 frames in, candidates out.
+
+        Args:
+            chunks: per window, its uint8 frames (valid, H, W, 3), at most `spec.window`.
+            windows: per window, (start step, valid head points), as `sliding_windows` gives.
+            spec, fps, duration, config: the WindowSpec, frame rate, clip length and
+                PostprocessConfig of `core.windows.window_candidates`.
+
+        Returns:
+            (segments, scores, labels) per window, identical to window_candidates's.
+        """
+        batch = self.static_batch or len(chunks)
+        # a static batch's unused slots repeat the last window, as Detector.predict pads
+        chunks = list(chunks) + [chunks[-1]] * (batch - len(chunks))
+        with self._lock, self.cuda.active():
+            state = self._state((batch, 3, spec.window, spec.crop, spec.crop))
+            host, ptr = state.buffers[self.input_name]
+            for slot, chunk in enumerate(chunks):
+                self.kernels.preprocess(chunk, spec.window, ptr, host.dtype, slot, spec)
+            self._enqueue(state)
+            shape = state.buffers["scores"][0].shape  # (B, N, K)
+            parts = self.kernels.decode_topk(
+                state.buffers["scores"][1], state.buffers["segments"][1], shape, windows,
+                point_positions(spec), spec, fps, duration, config,
+            )  # fmt: skip
+            state.runs += 1
+            if state.runs == 1 and self.use_cuda_graph:
+                self._capture(state)
+        return parts
+
     def close(self) -> None:
         """Release every graph and buffer (the engine itself goes with the object)."""
+        if self.kernels is not None:
+            with self.cuda.active():
+                self.kernels.close()
         with self._lock, self.cuda.active():
             for state in self._states.values():
                 if state.graph is not None:
