@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -19,25 +18,34 @@ TRAIN = {"cls": ConfigDefault, "config": "pbd_deploy.train:TrainConfig"}
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--videos", type=int, help="Number of videos.", **SYNTH)
 @click.option("--classes", type=int, help="Number of action classes.", **SYNTH)
-@click.option("--like", type=click.Path(dir_okay=False), help="Copy timing from this ANN.json.")
+@click.option("--size", type=int, help="Width and height in pixels (even).", **SYNTH)
+@click.option("--fps", type=float, help="Frame rate of the videos.", **SYNTH)
+@click.option("--min-duration", type=float, help="Shortest video in seconds.", **SYNTH)
+@click.option("--max-duration", type=float, help="Longest video in seconds.", **SYNTH)
+@click.option("--like", type=click.Path(dir_okay=False),
+              help="Copy durations and segments from this ANN.json (e.g. thumos14.json).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def synth(out, videos, classes, like, seed, force):
+def synth(out, videos, classes, size, fps, min_duration, max_duration, like, seed, force):
     """Write a synthetic TAD benchmark (real .mp4 files + annotations.json) to OUT.
 
     \b
-    Example:
+    Examples:
       pbd-deploy synth data/ --videos 160 --classes 5
+      pbd-deploy synth big/ --videos 32 --size 172 --fps 30 --min-duration 120 --max-duration 360
     """
     from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
 
-    config = SynthConfig(videos=videos, classes=classes, like=like, seed=seed)
+    config = SynthConfig(
+        videos=videos, classes=classes, size=size, fps=fps, min_duration=min_duration,
+        max_duration=max_duration, like=like, seed=seed,
+    )  # fmt: skip
     with RichProgress() as progress:
         path = make_synthetic(
             out, config, force=force, progress=lambda d, t: progress("synth", d, t)
         )
-    click.echo(f"wrote {videos} videos and annotations.json to {path}")
+    click.echo(f"wrote {config.videos} videos and annotations.json to {path}")
 
 
 @main.command()
@@ -82,11 +90,19 @@ def _class_names(num_classes, classes) -> list[str]:
 @click.option("--lr", type=float, **TRAIN)
 @click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--workers", type=int, help="Data loader processes (0: none).", **TRAIN)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+              help="Autocast precision (fp16 with loss scaling, CUDA only).", **TRAIN)  # fmt: skip
+@click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward.")
 @click.option("--seed", default=0, show_default=True)
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run from OUT.train-state.pt."
+)
 @friendly
-def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end, force):
+def train(data, model, out, epochs, batch_size, lr, ema, device, workers, precision,
+          checkpointing, seed, past_end, force, resume):  # fmt: skip
     """Train a detector; the checkpoint with the best validation mAP is kept.
 
     \b
@@ -96,12 +112,14 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end,
     from pbd_deploy.train import TrainConfig, train_model_dir
 
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device, seed=seed
-    )
+        epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device, seed=seed,
+        workers=workers, precision=precision, checkpointing=checkpointing,
+    )  # fmt: skip
     with RichProgress() as progress:
         summary = train_model_dir(
-            data, model, out, config, force=force, progress=progress, past_end=past_end
-        )
+            data, model, out, config, force=force, progress=progress, past_end=past_end,
+            resume=resume,
+        )  # fmt: skip
     click.echo(
         f"best val average mAP {summary['best_val_mAP']:.4f} at epoch "
         f"{summary['best_epoch']} ({summary['wall_s']:.0f} s); saved to {out}"
@@ -126,12 +144,14 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, seed, past_end,
     help="Also write the detections in ActivityNet results format.",
 )
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--workers", default=0, show_default=True, help="Data loader processes (0: none).")
 @PAST_END
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 def evaluate(
-    model, data, annotations, split, thresholds, save_predictions, device, past_end, as_json
-):
+    model, data, annotations, split, thresholds, save_predictions, device, workers, past_end,
+    as_json,
+):  # fmt: skip
     """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
 
     \b
@@ -150,6 +170,7 @@ def evaluate(
         device=device,
         save_predictions=save_predictions,
         past_end=past_end,
+        workers=workers,
     )
     if as_json:
         click.echo(json.dumps(result.to_json()))
@@ -189,6 +210,8 @@ def _print_info(data: dict) -> None:
         ("width", data["width"]),
         ("depth", data["depth"]),
         ("kept blocks", f"{len(data['kept_blocks'])}: {data['kept_blocks']}"),
+        ("heads per block", data["block_heads"]),
+        ("MLP units per block", data["mlp_dims"]),
         ("params", f"{data['params'] / 1e6:.3f} M"),
         (
             "MACs / window",
@@ -269,43 +292,25 @@ def quickstart(out, epochs, force):
     Example:
       pbd-deploy quickstart --out pbd-quickstart/
     """
-    from pbd_deploy.compress import BlockDropConfig, compress_model_dir
-    from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
-    from pbd_deploy.eval.evaluate import evaluate_path
-    from pbd_deploy.export import ExportConfig, export_model
-    from pbd_deploy.train import TrainConfig, train_model_dir
+    from pbd_deploy.quickstart import QuickstartConfig, run_quickstart
+    from pbd_deploy.train import TrainConfig
 
-    root = Path(out)
-    if root.exists() and not force:
-        raise PbdError(f"{root} already exists; pass --force to start over or choose --out")
+    config = QuickstartConfig(train=TrainConfig(epochs=epochs))
     with RichProgress() as progress:
-        data = make_synthetic(
-            root / "data", SynthConfig(), force=True, progress=lambda d, t: progress("synth", d, t)
-        )
-        summary = train_model_dir(
-            data, "videomae-tiny", root / "base", TrainConfig(epochs=epochs), True, progress
-        )
-        base = evaluate_path(root / "base", data=data, split="test")
-        report = compress_model_dir(
-            root / "base", data, root / "small", BlockDropConfig(), force=True, progress=progress
-        )
-        small = evaluate_path(root / "small", data=data, split="test")
-        manifest = export_model(
-            root / "small", root / "deploy", ExportConfig(data=str(data), trt=True), progress, True
-        )
+        result = run_quickstart(out, config, force=force, progress=progress)
+    summary = result.train
     click.echo(
         f"trained videomae-tiny in {summary['wall_s']:.0f} s "
         f"(best val average mAP {summary['best_val_mAP']:.4f})"
     )
-    _echo_map("base", base)
-    last = report["iterations"][-1]
+    _echo_map("base", result.base)
     click.echo(
-        f"compressed: kept blocks {report['kept_blocks']}, "
-        f"{last['macs_backbone'] / report['baseline']['macs_backbone']:.2f} of the backbone MACs"
+        f"compressed: kept blocks {result.compress['kept_blocks']}, "
+        f"{result.backbone_macs_kept:.2f} of the backbone MACs"
     )
-    _echo_map("compressed", small)
-    onnx_map = manifest["accuracy"]["onnx_fp32"]["average_mAP"]
-    click.echo(f"exported {root / 'deploy' / 'model.onnx'}: test average mAP {100 * onnx_map:.2f}")
+    _echo_map("compressed", result.small)
+    onnx = result.out / "deploy" / "model.onnx"
+    click.echo(f"exported {onnx}: test average mAP {100 * result.onnx_average_mAP:.2f}")
 
 
 def _echo_map(name: str, result) -> None:
