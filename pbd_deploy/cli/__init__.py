@@ -8,6 +8,7 @@ from pbd_deploy.cli import (
     commands,  # noqa: F401  (registers the commands)
     compress,  # noqa: F401
     export,  # noqa: F401
+    prune,  # noqa: F401
 )
 from pbd_deploy.cli.base import main
 

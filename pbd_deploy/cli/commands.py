@@ -212,6 +212,8 @@ def _print_info(data: dict) -> None:
         ("kept blocks", f"{len(data['kept_blocks'])}: {data['kept_blocks']}"),
         ("heads per block", data["block_heads"]),
         ("MLP units per block", data["mlp_dims"]),
+        ("heads per block", data["block_heads"]),
+        ("MLP units per block", data["mlp_dims"]),
         ("params", f"{data['params'] / 1e6:.3f} M"),
         (
             "MACs / window",

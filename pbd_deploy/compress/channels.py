@@ -11,8 +11,10 @@ val, adapters merged). Works before or after block drop: blocks keep their origi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import time
 from datetime import datetime, timezone
 
@@ -24,7 +26,7 @@ from pbd_deploy.compress.config import ChannelPruneConfig
 from pbd_deploy.compress.pbd import Recovery
 from pbd_deploy.compress.report import report_json
 from pbd_deploy.compress.state import RunState, cpu_state, fingerprint
-from pbd_deploy.core.atomic import prepare_output
+from pbd_deploy.core.atomic import output_lock, prepare_output
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
@@ -311,11 +313,13 @@ def prune_model_dir(
     plan_widths(model.config, config)  # bad budgets fail before the dataset is read
     dataset = TadDataset(data_dir, model.config, past_end)
     state_file = out.with_name(out.name + ".prune-state.pt")
-    pruned, report = prune_channels(model, dataset, config, progress, state_file, resume)
-    report["source"] = {"model": str(model_dir), "data": str(data_dir)}
-    if distributed.is_main():
-        extra = {"report.json": report_json(report), "report.md": prune_markdown(report)}
-        save_model(pruned, out, force, extra=extra)
-        state_file.unlink(missing_ok=True)
-    distributed.barrier()
+    main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
+    with output_lock(out) if main else contextlib.nullcontext():
+        pruned, report = prune_channels(model, dataset, config, progress, state_file, resume)
+        report["source"] = {"model": str(model_dir), "data": str(data_dir)}
+        if distributed.is_main():
+            extra = {"report.json": report_json(report), "report.md": prune_markdown(report)}
+            save_model(pruned, out, force, extra=extra)
+            state_file.unlink(missing_ok=True)
+        distributed.barrier()
     return report

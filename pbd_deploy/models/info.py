@@ -26,6 +26,9 @@ def model_info(model_dir: str | Path) -> dict:
         "depth": bb.depth if bb else 0,
         "kept_blocks": list(bb.block_indices) if bb else [],
         "width": bb.dim if bb else cfg.input.feature_dim,
+        # per kept block, after channel pruning (prune): attention heads and MLP hidden units
+        "block_heads": [bb.heads_at(p) for p in range(len(bb.block_indices))] if bb else [],
+        "mlp_dims": [bb.mlp_dim(p) for p in range(len(bb.block_indices))] if bb else [],
         "input": cfg.input.__dict__ | {"mean": list(cfg.input.mean), "std": list(cfg.input.std)},
         "history": cfg.history,
     }
