@@ -49,6 +49,11 @@ def _indices(value: str | None) -> list[int] | None:
               help="Stop, keeping the last good model, when val mAP falls more (0.01 = 1 point).")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
 @click.option("--device", default=D.device, show_default=True)
+@click.option("--workers", default=D.workers, show_default=True,
+              help="Data loader processes for recovery and validation (0: none).")  # fmt: skip
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=D.precision,
+              show_default=True, help="Recovery autocast precision (fp16: CUDA only).")  # fmt: skip
+@click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward.")
 @click.option("--seed", default=D.seed, show_default=True)
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")

@@ -35,8 +35,15 @@ def evaluate_path(
     save_predictions=None,
     progress: Callable[..., None] | None = None,
     past_end: str = "error",
+    workers: int = 0,
 ) -> DetectionResult:
-    """Score a model directory or a .onnx / .engine file on DATA, or predictions on ANN.json."""
+    """Score a model directory or a .onnx / .engine file on DATA, or predictions on ANN.json.
+
+    A model directory reads its windows with `workers` loader processes; under torchrun its
+    videos are split across ranks and every rank returns the same result.
+    """
+    if not isinstance(workers, int) or workers < 0:
+        raise PbdError(f"--workers must be 0 (load in the main process) or more, got {workers}")
     levels = THRESHOLDS[thresholds]
     path = Path(model)
     if path.is_dir() or path.suffix in (".onnx", ".engine"):
@@ -44,7 +51,7 @@ def evaluate_path(
             raise PbdError("evaluating a model needs --data DATA")
         if path.is_dir():
             result, predictions = _evaluate_model_dir(path, data, split, levels, device,
-                                                      progress, past_end)  # fmt: skip
+                                                      progress, past_end, workers)  # fmt: skip
         else:
             from pbd_deploy.runtime.evaluate import evaluate_artifact
 
@@ -70,12 +77,14 @@ def evaluate_path(
     return result
 
 
-def _evaluate_model_dir(path, data, split, levels, device, progress, past_end):
+def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, workers):
+    from pbd_deploy.data import distributed
     from pbd_deploy.data.dataset import TadDataset
     from pbd_deploy.eval.inference import evaluate_model
     from pbd_deploy.models.io import load_model
 
+    device = distributed.setup(device)  # under torchrun: this rank's device
     detector = load_model(path, device)
     dataset = TadDataset(data, detector.config, past_end)
     return evaluate_model(detector, dataset, split, thresholds=levels, device=device,
-                          progress=progress)  # fmt: skip
+                          progress=progress, workers=workers)  # fmt: skip
