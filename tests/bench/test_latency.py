@@ -1,5 +1,4 @@
 import statistics
-import time
 
 import numpy as np
 import pytest
@@ -35,24 +34,50 @@ def test_rounds_alternate_between_models():
     assert calls == list("abcabcabc") and [len(s) for s in samples] == [3, 3, 3]
 
 
-def test_times_what_the_call_takes():
-    runner = fake_runner("sleep", lambda: time.sleep(0.02))
-    seconds = time_once(runner)
-    assert 0.02 <= seconds < 0.5  # a sleep never returns early; a loaded machine adds delay
+class FakeClock:
+    """perf_counter for the harness: time moves only when a fake call says so (no sleeps,
+    so a loaded machine cannot change what the test sees)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
 
 
-def test_harness_overhead_against_a_bare_loop():
-    runner = fake_runner("sleep", lambda: time.sleep(0.005))
+@pytest.fixture
+def clock(monkeypatch):
+    from pbd_deploy.bench import latency
+
+    fake = FakeClock()
+    monkeypatch.setattr(latency, "time", fake)
+    return fake
+
+
+def test_times_what_the_call_takes(clock):
+    runner = fake_runner("work", lambda: clock.advance(0.02))
+    assert time_once(runner) == pytest.approx(0.02, abs=1e-12)
+
+
+def test_harness_overhead_against_a_bare_loop(clock):
+    runner = fake_runner("work", lambda: clock.advance(0.005))
     progress_calls = []
-    result = harness_overhead(
-        runner, iters=10, rounds=3, progress=lambda *a, **k: progress_calls.append(a)
-    )
+
+    def progress(*args, **kwargs):  # the harness's bookkeeping: 1 ms per call
+        progress_calls.append(args)
+        clock.advance(0.001)
+
+    result = harness_overhead(runner, iters=10, rounds=3, progress=progress)
     assert len(progress_calls) == 30  # the harness really ran, with its progress callback
-    assert result["bare_ms"] >= 5 and result["harness_ms"] >= 5
-    # The timed region sits inside the loop, so reported latency never exceeds its wall time;
-    # both stay near the bare loop (loose bound: sleeps overshoot on a loaded 2-core box).
-    assert result["harness_ms"] <= result["harness_wall_ms"]
-    assert abs(result["latency_overhead"]) < 0.25 and abs(result["wall_overhead"]) < 0.25
+    # Calls take 5 ms, the bookkeeping 1 ms outside the timed region: the reported latency
+    # is the bare loop's, and only the wall-clock figure charges the bookkeeping.
+    assert result["bare_ms"] == pytest.approx(5) and result["harness_ms"] == pytest.approx(5)
+    assert result["harness_wall_ms"] == pytest.approx(6)
+    assert result["latency_overhead"] == pytest.approx(0, abs=1e-9)
+    assert result["wall_overhead"] == pytest.approx(0.2)
 
 
 def test_peak_memory_of_a_large_allocation():
