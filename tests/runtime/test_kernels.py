@@ -1,6 +1,8 @@
 """The CUDA kernels (pbd_deploy/kernels/*.cu): NVRTC compiles each for Orin and Hopper here;
 on a GPU (`gpu`-marked) each equals its numpy reference; the loader falls back in one line."""
 
+import ctypes
+import json
 import logging
 import re
 
@@ -168,3 +170,103 @@ def test_decode_topk_equals_window_candidates(gpu):
             for a, e in zip(got[b], expected, strict=True):
                 assert a.dtype == e.dtype
                 np.testing.assert_array_equal(a, e)
+
+
+# --- the plumbing, on the CPU: TensorRT stand-in + kernels emulated from their contracts --
+
+_C_TYPES = {"int": ctypes.c_int, "float": ctypes.c_float, "double": ctypes.c_double}
+
+
+def _signature(entry: str) -> list:
+    """ctypes kinds of an entry point's parameters, read from its .cu source."""
+    name = next(n for n, entries in kernels.KERNELS.items() if entry in entries)
+    source = kernels.kernel_source(name).replace("\\\n", " ")
+    for macro, body in re.findall(r"#define (\w+) ([^\n]*)", source):
+        source = source.replace(macro, body)
+    params = re.search(rf"void {entry}\(([^)]*)\)", source).group(1).split(",")
+    return [ctypes.c_void_p if "*" in p else _C_TYPES[p.split()[-2]] for p in params]
+
+
+def _emulate_preprocess(mem, dtype, src, out, valid, h, w, t, crop, top, left, slot, *stats):
+    frames = mem[src][: valid * h * w * 3].reshape(valid, h, w, 3)
+    x = frames[np.minimum(np.arange(t), valid - 1), top : top + crop, left : left + crop]
+    mean, std = np.float32(stats[:3]), np.float32(stats[3:])
+    y = ((x.astype(np.float32) - mean) / std).transpose(3, 0, 1, 2).astype(dtype).ravel()
+    mem[out].view(dtype)[slot * y.size : (slot + 1) * y.size] = y
+
+
+def _emulate_decode(mem, windows, scores, segments, positions, offset, limit, points, classes,
+                    fpp, fps, duration, thresh, cap, out_seg, out_scores, out_labels, count):  # fmt: skip
+    f32, total = np.float32, points * classes
+    pos = np.repeat(mem[positions].view(f32)[:points], classes)
+    for b in range(windows):
+        sc = mem[scores].view(f32)[b * total : (b + 1) * total]
+        seg = mem[segments].view(f32)[b * points * 2 : (b + 1) * points * 2].reshape(points, 2)
+        cand = (pos < mem[limit].view(f32)[b]) & (sc.astype(np.float64) > thresh)
+        mem[count].view(np.int32)[b] = cand.sum()
+        for i in np.flatnonzero(cand):
+            rank = (cand & ((sc > sc[i]) | ((sc == sc[i]) & (np.arange(total) < i)))).sum()
+            if rank < cap:
+                n, o = i // classes, b * cap + rank
+                t = mem[offset].view(f32)[b] + (seg[n] + f32(0.5)) * f32(fpp)
+                secs = np.minimum(np.maximum(t / f32(fps), f32(0)), f32(duration))
+                mem[out_seg].view(f32)[2 * o : 2 * o + 2] = secs
+                mem[out_scores].view(f32)[o], mem[out_labels].view(np.int32)[o] = sc[i], i % classes
+
+
+class _EmulatedLauncher:
+    """Runs each launch in numpy on the stand-in's memory, after checking its arguments
+    against the kernel's signature in the .cu source."""
+
+    def __init__(self, cuda, ptx, names):
+        self.cuda = cuda
+
+    def launch(self, name, grid, block, args):
+        assert [kind for kind, _ in args] == _signature(name), name
+        values = [v for _, v in args]
+        if name == "decode_topk":
+            work = lambda: _emulate_decode(self.cuda.mem, grid[1], *values)  # noqa: E731
+        else:
+            dtype = np.float16 if name.endswith("f16") else np.float32
+            work = lambda: _emulate_preprocess(self.cuda.mem, dtype, *values)  # noqa: E731
+        self.cuda.enqueue(work)
+
+
+def test_tensorrt_runtime_with_kernels_gives_the_numpy_path_detections(
+    tmp_path_factory, synth_data, tmp_path, monkeypatch
+):
+    import sys
+
+    import pbd_deploy.runtime.trt_backend as trt_backend
+    from pbd_deploy.export.config import EngineConfig
+    from pbd_deploy.export.tensorrt import build_engine
+    from pbd_deploy.runtime import Detector
+    from pbd_deploy.runtime.engine_meta import DeviceInfo
+    from tests.export.fake_trt import Cuda, fake_trt
+    from tests.export.helpers import deployed
+
+    export = deployed(tmp_path_factory, synth_data)
+    manifest = json.loads((export / "model.json").read_text())
+    manifest["input"]["shape"] = ["batch", 3, 32, 32, 32]
+    (tmp_path / "model.json").write_text(json.dumps(manifest))
+    (tmp_path / "model.onnx").write_bytes((export / "model.onnx").read_bytes())
+    trt = fake_trt("10.3.0")
+    config = EngineConfig(min_shape=(1, 32), opt_shape=(2, 32), max_shape=(4, 32),
+                          timing_cache=str(tmp_path / "t.cache"))  # fmt: skip
+    h100 = DeviceInfo("10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), 132)
+    build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", config, trt, h100)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(trt_backend, "open_cuda", Cuda)
+    monkeypatch.setattr(kernels, "_Launcher", _EmulatedLauncher)
+    monkeypatch.setattr(kernels, "compile_ptx", lambda name, arch: b"")
+    frames = np.random.default_rng(0).integers(0, 256, (75, 32, 40, 3), np.uint8)  # 3 windows
+
+    def detections(kernels_on: str):
+        monkeypatch.setenv("PBD_CUDA_KERNELS", kernels_on)
+        detector = Detector(tmp_path / "model.engine")
+        assert (detector.backend.kernels is not None) == (kernels_on == "1")
+        return detector.detect(frames, fps=10.0, batch_size=2)
+
+    with_kernels, numpy_path = detections("1"), detections("0")
+    assert len(numpy_path) > 10
+    assert with_kernels == numpy_path
