@@ -212,8 +212,6 @@ def _print_info(data: dict) -> None:
         ("kept blocks", f"{len(data['kept_blocks'])}: {data['kept_blocks']}"),
         ("heads per block", data["block_heads"]),
         ("MLP units per block", data["mlp_dims"]),
-        ("heads per block", data["block_heads"]),
-        ("MLP units per block", data["mlp_dims"]),
         ("params", f"{data['params'] / 1e6:.3f} M"),
         (
             "MACs / window",
@@ -246,30 +244,80 @@ def _history_text(entry: dict) -> str:
 
 @main.command()
 @click.argument("ckpt", type=click.Path())
-@click.option("--model", "name", required=True, help="Architecture of the checkpoint.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--num-classes", type=int, help="Classes of the (re-initialised) head.")
+@click.option(
+    "--model", "name", help="Named size: needed for backbone-only checkpoints; checked otherwise."
+)
+@click.option(
+    "--opentad-config",
+    type=click.Path(dir_okay=False),
+    help="The OpenTAD config the checkpoint was trained with (read, never executed).",
+)
+@click.option("--num-classes", type=int, help="Classes of the detector.")
 @click.option("--classes", help="Comma-separated class names.")
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Leave out tensors with no place and initialise missing ones afresh (listed).",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["auto", "ema", "raw"]),
+    default="auto",
+    show_default=True,
+    help="auto: state_dict_ema when the checkpoint has it (what OpenTAD evaluates).",
+)
+@click.option(
+    "--lora-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="LongLoRA alpha for folding lora_*.A/B (1 in the official PBD code).",
+)
+@click.option("--heads", type=int, help="ViT attention heads, if no config says.")
+@click.option("--head-heads", type=int, help="Projection attention heads, if no config says.")
+@click.option("--attn-window", type=int, help="Projection attention window (-1 = global).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def convert(ckpt, name, out, num_classes, classes, force):
-    """Import OpenTAD/AdaTAD or HuggingFace VideoMAE weights into a model directory.
+def convert(ckpt, out, name, opentad_config, num_classes, classes, allow_partial, weights,
+            lora_scale, heads, head_heads, attn_window, force):  # fmt: skip
+    """Import an OpenTAD / AdaTAD / official-PBD detector, or VideoMAE backbone weights.
+
+    Strict: a tensor with no place, or a model tensor with no weights, is an error unless
+    --allow-partial. See docs/opentad.md.
 
     \b
-    Example:
-      pbd-deploy convert adatad_videomae_s.pth --model videomae-s --out vs/ --num-classes 20
+    Examples:
+      pbd-deploy convert epoch_59.pth --opentad-config e2e_thumos_videomae_s_768x1_160_adapter.py \\
+          --num-classes 20 --out vs/
+      pbd-deploy convert videomae_s_k400.pth --model videomae-s --num-classes 20 \\
+          --allow-partial --out vs/
     """
-    from pbd_deploy.models.convert import convert_model_dir
+    from pbd_deploy.models.convert import ConvertConfig, convert_model_dir
 
-    conversion = convert_model_dir(ckpt, name, out, _class_names(num_classes, classes), force=force)
-    click.echo(f"mapped {conversion.mapped} {conversion.source_format} tensors into {out}")
-    if conversion.skipped:
-        click.echo(
-            f"skipped {len(conversion.skipped)} tensors outside the backbone (e.g. "
-            f"{conversion.skipped[0]}); fine-tune the head with pbd-deploy train "
-            f"--model {out}",
-            err=True,
-        )
+    config = ConvertConfig(
+        model=name,
+        opentad_config=opentad_config,
+        allow_partial=allow_partial,
+        weights=weights,
+        lora_scale=lora_scale,
+        heads=heads,
+        head_heads=head_heads,
+        attn_window=attn_window,
+    )
+    conversion = convert_model_dir(ckpt, out, _class_names(num_classes, classes), config, force)
+    lora = f", {conversion.folded_lora} LoRA pairs folded" if conversion.folded_lora else ""
+    click.echo(
+        f"mapped {conversion.mapped} {conversion.source_format} tensors "
+        f"({conversion.weights}{lora}) into {out}"
+    )
+    for what, keys in (
+        ("left out", conversion.unplaced),
+        ("initialised afresh", conversion.reinitialised),
+    ):
+        if keys:
+            more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+            click.echo(f"{what}: {len(keys)} tensors: {', '.join(keys[:5])}{more}", err=True)
 
 
 @main.command()

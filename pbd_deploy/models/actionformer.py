@@ -40,6 +40,18 @@ class HeadConfig:
     center_radius: float = 1.5
     prior_prob: float = 0.01
     input_norm: bool = True  # BatchNorm on the head input; see ActionFormerHead
+    # "actionformer": our head (this file); "opentad": OpenTAD's modules (models/opentad.py),
+    # what converted OpenTAD / AdaTAD checkpoints use. attn_window -1 = global attention.
+    kind: str = "actionformer"
+    feat_dim: int | None = None  # opentad: width of the cls/reg towers (None: dim)
+    affine_drop_path: bool = True  # opentad: AffineDropPath scales (OpenTAD path_pdrop > 0)
+    drop_path: float = 0.1  # opentad: stochastic depth rate while training
+
+    def __post_init__(self):
+        if self.kind not in ("actionformer", "opentad"):
+            raise PbdError(f"head kind must be 'actionformer' or 'opentad', not {self.kind!r}")
+        if self.kind == "opentad" and self.input_norm:
+            raise PbdError("the opentad head has no input BatchNorm; set input_norm to false")
 
 
 def channel_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:

@@ -17,6 +17,7 @@ from pbd_deploy.core import config as config_io
 from pbd_deploy.core.video import VIDEOMAE_MEAN, VIDEOMAE_STD
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import ActionFormerHead, HeadConfig, decode_segments, point_grid
+from pbd_deploy.models.opentad import OpenTADHead
 from pbd_deploy.models.vit import BackboneConfig, VideoMAEBackbone, init_weights
 
 
@@ -98,7 +99,8 @@ class Detector(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = VideoMAEBackbone(config.backbone) if config.backbone else None
-        self.head = ActionFormerHead(config.head, len(config.class_names))
+        head = OpenTADHead if config.head.kind == "opentad" else ActionFormerHead
+        self.head = head(config.head, len(config.class_names))
         positions, _, _ = point_grid(config.head)
         self.register_buffer("positions", positions, persistent=False)  # (N,)
         if self.backbone is not None:

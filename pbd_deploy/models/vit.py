@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from pbd_deploy.errors import PbdError
+from pbd_deploy.models.adapter import TemporalAdapter
 
 
 @dataclass
@@ -42,6 +43,11 @@ class BackboneConfig:
     final_norm: bool = True
     drop_path: float = 0.0  # stochastic depth while training (also makes blocks droppable)
     block_indices: list[int] | None = None
+    # AdaTAD temporal adapters (models/adapter.py) after the blocks of these ORIGINAL indices;
+    # their temporal conv spans a whole window of `adapter_frames` frames.
+    adapter_indices: list[int] | None = None
+    adapter_ratio: float = 0.25
+    adapter_frames: int | None = None
 
     def __post_init__(self):
         if self.block_indices is None:
@@ -50,6 +56,8 @@ class BackboneConfig:
             raise PbdError(f"backbone dim {self.dim} is not divisible by heads {self.heads}")
         if self.chunk_frames % self.tubelet:
             raise PbdError("backbone chunk_frames must be a multiple of tubelet")
+        if self.adapter_indices and not self.adapter_frames:
+            raise PbdError("backbone adapters need adapter_frames (frames per window)")
         if self.block_heads is not None and self.head_dim is None:
             self.head_dim = self.dim // self.heads  # pruned blocks keep the original head size
         for name in ("block_heads", "mlp_dims"):
@@ -70,6 +78,10 @@ class BackboneConfig:
         if self.block_heads is not None:
             return self.block_heads[position]
         return self.heads
+
+    def has_adapter(self, position: int) -> bool:
+        """Whether the kept block at `position` carries an AdaTAD adapter."""
+        return self.block_indices[position] in (self.adapter_indices or ())
 
     def mlp_dim(self, position: int) -> int:
         if self.mlp_dims is not None:
@@ -130,10 +142,17 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)), then the adapter.
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0, head_dim=None):
+    The optional `adapter` (AdaTAD) belongs to the block, so dropping the block drops it too.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0, head_dim=None,
+        adapter: nn.Module | None = None,
+    ):
         super().__init__()
+        self.adapter = adapter
         self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads, head_dim)
@@ -142,7 +161,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        x = x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        return x if self.adapter is None else self.adapter(x)
 
 
 class VideoMAEBackbone(nn.Module):
@@ -161,7 +181,9 @@ class VideoMAEBackbone(nn.Module):
             stride=(c.tubelet, c.patch, c.patch),
         )
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads_at(i), c.mlp_dim(i), c.drop_path, c.head_dim)
+            Block(
+                c.dim, c.heads_at(i), c.mlp_dim(i), c.drop_path, c.head_dim, _adapter(c, i)
+            )
             for i in range(len(c.block_indices))
         )
         self.norm = nn.LayerNorm(c.dim, eps=1e-6) if c.final_norm else nn.Identity()
@@ -224,6 +246,13 @@ class VideoMAEBackbone(nn.Module):
         return frames // self.config.tubelet
 
 
+def _adapter(c: BackboneConfig, position: int) -> TemporalAdapter | None:
+    if not c.has_adapter(position):
+        return None
+    steps = c.chunk_frames // c.tubelet
+    return TemporalAdapter(c.dim, c.adapter_ratio, steps, c.adapter_frames // c.tubelet)
+
+
 def init_weights(module: nn.Module) -> None:
     """VideoMAE's initialisation: truncated normal (std 0.02) Linear, unit LayerNorm."""
     for m in module.modules():
@@ -234,3 +263,7 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for m in module.modules():  # after the Linear init: an adapter starts as the identity
+        if isinstance(m, TemporalAdapter):
+            nn.init.zeros_(m.up_proj.weight)
+            nn.init.zeros_(m.up_proj.bias)

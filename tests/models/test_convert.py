@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from pbd_deploy.cli import main
 from pbd_deploy.errors import PbdError
-from pbd_deploy.models.convert import convert_checkpoint
+from pbd_deploy.models.convert import ConvertConfig, convert_checkpoint
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.io import load_model
 from pbd_deploy.models.registry import model_config
@@ -14,7 +14,7 @@ from tests.conftest import tiny_config
 
 
 def to_opentad(model):
-    """Our backbone's weights under AdaTAD/OpenTAD's mmaction key names, plus head keys."""
+    """Our backbone's weights under mmaction's key names (an OpenTAD VideoMAE backbone)."""
     names = {
         "mlp.fc1": "mlp.layers.0.0",
         "mlp.fc2": "mlp.layers.1",
@@ -25,18 +25,24 @@ def to_opentad(model):
         for ours, theirs in names.items():
             key = key.replace(ours, theirs)
         state[f"backbone.model.backbone.{key}"] = value.clone()
-    state["rpn_head.cls_head.weight"] = torch.zeros(3)
-    state["projection.embed.0.weight"] = torch.zeros(3)
     return state
+
+
+def partial(**options):
+    """Backbone-only checkpoints leave our head freshly initialised: allowed explicitly."""
+    return ConvertConfig(allow_partial=True, **options)
 
 
 def test_opentad_checkpoint_converts_to_the_same_backbone(tmp_path):
     torch.manual_seed(0)
     source = Detector(tiny_config()).eval()
     torch.save({"state_dict": to_opentad(source)}, tmp_path / "adatad.pth")
-    model, conversion = convert_checkpoint(tmp_path / "adatad.pth", Detector(tiny_config()))
-    assert conversion.source_format == "opentad"
-    assert sorted(conversion.skipped) == ["projection.embed.0.weight", "rpn_head.cls_head.weight"]
+    names = source.config.class_names
+    with pytest.raises(PbdError, match="--allow-partial"):  # the head would be re-initialised
+        convert_checkpoint(tmp_path / "adatad.pth", names, ConvertConfig(), tiny_config())
+    model, conversion = convert_checkpoint(tmp_path / "adatad.pth", names, partial(), tiny_config())
+    assert conversion.source_format == "mmaction"
+    assert conversion.reinitialised and all(k.startswith("head.") for k in conversion.reinitialised)
     frames = torch.randn(1, 3, 32, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.eval().backbone(frames), source.backbone(frames))
@@ -73,7 +79,9 @@ def test_huggingface_videomae_gives_the_same_tokens(tmp_path):
                     lin.bias.normal_()
     state = {f"videomae.{k}": v.contiguous() for k, v in hf.state_dict().items()}
     save_file(state, str(tmp_path / "hf.safetensors"))
-    model, conversion = convert_checkpoint(tmp_path / "hf.safetensors", Detector(tiny_config()))
+    model, conversion = convert_checkpoint(
+        tmp_path / "hf.safetensors", ["a", "b"], partial(), tiny_config()
+    )
     assert conversion.source_format == "huggingface"
     frames = torch.randn(1, 3, 16, 32, 32)
     with torch.no_grad():
@@ -92,20 +100,19 @@ def test_checkpoint_of_another_architecture_lists_the_mismatch(tmp_path):
     wide.head.in_dim = 64
     torch.save(to_opentad(Detector(wide)), tmp_path / "wide.pth")
     with pytest.raises(PbdError) as err:
-        convert_checkpoint(tmp_path / "wide.pth", Detector(tiny_config()))
+        convert_checkpoint(tmp_path / "wide.pth", ["a", "b"], partial(), tiny_config())
     message = str(err.value)
     assert "\n" not in message
-    assert re.search(r"unexpected keys \[.*blocks\.4", message)
-    assert "wrong shapes" in message and "(64" in message
+    assert re.search(r"wrong shapes \[.*patch_embed\.projection\.bias \(64,\) != \(32,\)", message)
 
 
 def test_unreadable_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(PbdError, match="cannot read checkpoint"):
-        convert_checkpoint(tmp_path / "bad.pth", Detector(tiny_config()))
+        convert_checkpoint(tmp_path / "bad.pth", ["a"], partial(), tiny_config())
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(PbdError, match="unrecognised checkpoint"):
-        convert_checkpoint(tmp_path / "other.pth", Detector(tiny_config()))
+        convert_checkpoint(tmp_path / "other.pth", ["a"], partial(), tiny_config())
 
 
 def test_convert_command_writes_a_loadable_model_dir(tmp_path):
@@ -114,7 +121,7 @@ def test_convert_command_writes_a_loadable_model_dir(tmp_path):
     torch.save(to_opentad(Detector(tiny_config())), tmp_path / "other.pth")
 
     def convert(ckpt, out):
-        args = ["convert", str(tmp_path / ckpt), "--model", "videomae-tiny"]
+        args = ["convert", str(tmp_path / ckpt), "--model", "videomae-tiny", "--allow-partial"]
         return CliRunner().invoke(main, [*args, "--out", str(tmp_path / out), "--classes", "x,y"])
 
     result = convert("tiny.pth", "out")
