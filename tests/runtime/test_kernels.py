@@ -172,6 +172,24 @@ def test_decode_topk_equals_window_candidates(gpu):
                 np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.gpu
+def test_timing_rows_against_the_cpu_path(gpu):
+    """benchmarks/cuda_kernels.py on this GPU, into gpu_suite.sh's results folder."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import cuda_kernels
+    finally:
+        sys.path.pop(0)
+    result = cuda_kernels.run(repeats=5)
+    assert all(row["same"] for row in result["kernels"].values()), result["kernels"]
+    slug = re.sub("[^A-Za-z0-9]", "-", result["gpu"])
+    cuda_kernels.write(result, root / "benchmarks" / "results" / "gpu" / slug)
+
+
 # --- the plumbing, on the CPU: TensorRT stand-in + kernels emulated from their contracts --
 
 _C_TYPES = {"int": ctypes.c_int, "float": ctypes.c_float, "double": ctypes.c_double}
