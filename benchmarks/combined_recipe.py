@@ -1,0 +1,254 @@
+"""Depth, width, and both: the combined recipe at about 25% and 40% fewer backbone MACs.
+
+For each target, depth only drops the nearest whole number of blocks (compress, one-shot,
+`mse` criterion); width only prunes heads and MLP units (prune, global allocation, Taylor
+importance) to the depth model's MACs; depth + width drops about half those blocks, then
+prunes to the same MACs. Every recipe of a target gets the same recovery epochs in total.
+
+- Accuracy: videomae-tiny trained on the quickstart data (`--base`, `--data`); test average
+  mAP after recovery. Runs go to WORK/<recipe>/ and are reused when present (resumable).
+- Latency: the same recipes on a videomae-s-shaped model (random weights: latency does not
+  depend on their values) with a shortened window, ORT CPU, one thread, models interleaved.
+
+Writes benchmarks/results/combined_recipe.{json,md}. Usage:
+    python benchmarks/combined_recipe.py --base qs/base --data qs/data --work runs/recipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe_machine, save_results  # noqa: E402
+
+from pbd_deploy.bench.config import BenchConfig  # noqa: E402
+from pbd_deploy.bench.run import run_bench  # noqa: E402
+from pbd_deploy.compress.blocks import block_macs, drop_block  # noqa: E402
+from pbd_deploy.compress.channels import plan_widths, prune_model_dir, prune_widths  # noqa: E402
+from pbd_deploy.compress.config import BlockDropConfig, ChannelPruneConfig  # noqa: E402
+from pbd_deploy.compress.pbd import compress_model_dir  # noqa: E402
+from pbd_deploy.data.dataset import TadDataset  # noqa: E402
+from pbd_deploy.eval.inference import evaluate_model  # noqa: E402
+from pbd_deploy.models.complexity import count_macs, count_params  # noqa: E402
+from pbd_deploy.models.detector import Detector  # noqa: E402
+from pbd_deploy.models.io import load_model, save_model  # noqa: E402
+from pbd_deploy.models.registry import model_config  # noqa: E402
+
+CUTS = {"25%": 0.25, "40%": 0.40}  # share of the backbone MACs to remove, about
+RECIPES = ("depth", "width", "depth+width")
+
+
+def blocks_for(config, cut: float) -> int:
+    """The whole number of blocks whose MACs are nearest to `cut` of the backbone's."""
+    per_block = list(block_macs(config).values())[0]
+    return max(1, round(cut * count_macs(config)["backbone"] / per_block))
+
+
+def recipes(config, cut: float) -> dict[str, tuple[int, bool]]:
+    """{recipe: (blocks to drop, prune afterwards to the depth recipe's MACs)}."""
+    k = blocks_for(config, cut)
+    return {"depth": (k, False), "width": (0, True), "depth+width": (max(1, k // 2), True)}
+
+
+# -- accuracy: videomae-tiny with recovery ---------------------------------------------------
+
+
+def compressed(args, blocks: int) -> Path:
+    """The base model with `blocks` blocks dropped (one-shot, `epochs` per block)."""
+    out = Path(args.work) / f"drop{blocks}"
+    if not (out / "config.json").is_file():
+        config = BlockDropConfig(drop=blocks, schedule="one-shot", criterion="mse",
+                                 epochs=args.epochs, windows_per_video=args.windows,
+                                 seed=args.seed)  # fmt: skip
+        state = out.with_name(out.name + ".pbd-state.pt")
+        compress_model_dir(args.base, args.data, out, config, resume=state.is_file())
+    return out
+
+
+def pruned(args, source: Path, name: str, target_macs: int, epochs: int) -> Path:
+    out = Path(args.work) / name
+    if not (out / "config.json").is_file():
+        fraction = target_macs / count_macs(load_model(source).config)["total"]
+        config = ChannelPruneConfig(target_macs=fraction, epochs=epochs, seed=args.seed,
+                                    windows_per_video=args.windows)  # fmt: skip
+        state = out.with_name(out.name + ".prune-state.pt")
+        prune_model_dir(source, args.data, out, config, resume=state.is_file())
+    return out
+
+
+def accuracy(args) -> dict:
+    base = load_model(args.base)
+    dataset = TadDataset(args.data, base.config)
+    rows = [_measure("baseline", "-", base, dataset, 0)]
+    for label, cut in CUTS.items():
+        plan = recipes(base.config, cut)
+        depth_dir = compressed(args, plan["depth"][0])
+        target = count_macs(load_model(depth_dir).config)["total"]
+        for recipe, (blocks, prune) in plan.items():
+            started = time.time()
+            source = compressed(args, blocks) if blocks else Path(args.base)
+            epochs = args.epochs * (plan["depth"][0] - blocks)  # the same total per target
+            out = (
+                pruned(args, source, f"{recipe}-{label[:-1]}", target, epochs) if prune else source
+            )
+            row = _measure(recipe, label, load_model(out), dataset, args.epochs * plan["depth"][0])
+            rows.append({**row, "dir": str(out), "blocks_dropped": blocks,
+                         "wall_s_this_run": round(time.time() - started, 1)})  # fmt: skip
+            print(f"{label} {recipe}: {row['test_avg_mAP']:.4f}", flush=True)
+    return {"rows": rows}
+
+
+def _measure(recipe: str, cut: str, model: Detector, dataset: TadDataset, epochs: int) -> dict:
+    result, _ = evaluate_model(model, dataset, "test")
+    macs, bb = count_macs(model.config), model.config.backbone
+    positions = range(len(bb.block_indices))
+    return {
+        "recipe": recipe,
+        "cut": cut,
+        "kept_blocks": list(bb.block_indices),
+        "heads": [bb.heads_at(p) for p in positions],
+        "mlp_dims": [bb.mlp_dim(p) for p in positions],
+        "macs": macs["total"],
+        "macs_backbone": macs["backbone"],
+        "params": count_params(model),
+        "recovery_epochs": epochs,
+        "test_avg_mAP": float(result.average_mAP),
+    }
+
+
+# -- latency: videomae-s shape, ORT CPU ------------------------------------------------------
+
+
+def latency_models(window: int, out: Path) -> list[tuple[str, str, Path]]:
+    """Save the baseline and every recipe of a videomae-s-shaped model; (cut, recipe, dir)."""
+    config = model_config("videomae-s", [f"class{i}" for i in range(20)], window=window)
+    config.head.length = window  # the head's share of MACs stays that of 768 frames / points
+    torch.manual_seed(0)
+    base = Detector(config).eval()
+    dirs = [("-", "baseline", save_model(base, out / "base"))]
+    for label, cut in CUTS.items():
+        plan = recipes(config, cut)
+        depth = _drop(base, plan["depth"][0])
+        target = count_macs(depth.config)["total"]
+        for recipe, (blocks, prune) in plan.items():
+            model = _drop(base, blocks)
+            if prune:  # uniform widths: latency depends on the shapes, not on which channels
+                fraction = target / count_macs(model.config)["total"]
+                plan_config = ChannelPruneConfig(target_macs=fraction, uniform=True)
+                heads, units = plan_widths(model.config, plan_config)
+                keep = [list(range(h)) for h in heads], [list(range(u)) for u in units]
+                model = prune_widths(model, *keep)
+            dirs.append((label, recipe, save_model(model, out / f"{recipe}-{label[:-1]}")))
+    return dirs
+
+
+def _drop(model: Detector, blocks: int) -> Detector:
+    for index in list(model.config.backbone.block_indices)[1 : blocks + 1]:
+        model = drop_block(model, index)  # which blocks does not change latency
+    return model
+
+
+def latency(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="recipe-") as tmp:
+        models = latency_models(args.latency_window, Path(tmp))
+        config = BenchConfig(backends=["ort"], threads=1, iters=args.iters, warmup=2,
+                             power=False)  # fmt: skip
+        load = os.getloadavg()
+        bench = run_bench([d for _, _, d in models], config)
+    rows = []
+    for (cut, recipe, _), row in zip(models, bench["rows"]):
+        rows.append({"cut": cut, "recipe": recipe, **{k: row[k] for k in (
+            "p50_ms", "p90_ms", "macs", "params", "speedup", "ideal_speedup", "efficiency")}})  # fmt: skip
+    return {"window": args.latency_window, "iters": args.iters, "load_before": load,
+            "load_after": os.getloadavg(), "rows": rows}  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    m, acc, lat = result["machine"], result["accuracy"]["rows"], result["latency"]["rows"]
+    base, s = acc[0], result["settings"]
+    lines = [
+        f"# Depth, width and both at equal MACs ({m['cpu']}, {m['cores']} cores, no GPU)",
+        "",
+        "Accuracy: videomae-tiny trained on the quickstart data (160 synthetic videos), test "
+        f"average mAP (THUMOS tIoU 0.3:0.1:0.7) after recovery; {s['epochs']} recovery epoch(s) "
+        "per dropped block of the depth recipe, the same total for every recipe of a target "
+        f"(width: all in one prune; depth + width: split), {s['windows']} training window(s) per "
+        "video per epoch (the defaults are 2 epochs per block and 2 windows: fewer here to fit "
+        "2 shared cores). Depth: compress one-shot, `mse` criterion. Width: prune, global "
+        "allocation, Taylor importance, to the depth model's MACs. One seed.",
+        "",
+        f"Latency: the same recipes on a videomae-s-shaped model, {result['latency']['window']}"
+        "-frame 160x160 window, batch 1, ONNX Runtime CPU, 1 thread, models interleaved call "
+        f"by call, {result['latency']['iters']} timed calls each after 2 warm-up calls; load "
+        f"average {_load(result['latency']['load_before'])} before, "
+        f"{_load(result['latency']['load_after'])} after. Speedup = p50 ratio, ideal = MACs "
+        "ratio, efficiency = speedup / ideal.",
+        "",
+        "| cut | recipe | tiny: blocks kept | heads / MLP per block | backbone MACs removed "
+        "| params removed | test avg mAP | vs baseline | S: GMACs | S: ORT p50 ms | S: speedup "
+        "| S: ideal | S: efficiency |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a, b in zip(acc, lat):
+        widths = f"{_span(a['heads'])} / {_span(a['mlp_dims'])}"
+        lines.append(
+            f"| {a['cut']} | {a['recipe']} | {len(a['kept_blocks'])} | {widths} "
+            f"| {100 * (1 - a['macs_backbone'] / base['macs_backbone']):.1f}% "
+            f"| {100 * (1 - a['params'] / base['params']):.1f}% | {100 * a['test_avg_mAP']:.2f} "
+            f"| {100 * (a['test_avg_mAP'] - base['test_avg_mAP']):+.2f} | {b['macs'] / 1e9:.1f} "
+            f"| {b['p50_ms']:.0f} | {b['speedup']:.3f} | {b['ideal_speedup']:.3f} "
+            f"| {b['efficiency']:.3f} |"
+        )
+    lines += ["", *WHAT_THE_CPU_SHOWS]
+    return "\n".join(lines) + "\n"
+
+
+WHAT_THE_CPU_SHOWS = [
+    "What this CPU shows: MACs and parameters fall as planned for every recipe, and on one",
+    "CPU thread latency follows MACs for depth and width alike (efficiency near 1): a CPU",
+    "GEMM runs about as fast per MAC on a 256-wide matrix as on a 384-wide one. What it",
+    "cannot show: the GPU effect that motivates block drop (narrow GEMMs under-filling tensor",
+    "cores, so width pruning loses efficiency: the paper's 1.29x for depth against 1.09x for",
+    "channel pruning at the same MACs on VideoMAE-S). That needs `pbd-deploy bench` of these",
+    "model directories on a GPU with TensorRT. The mAP figures are one seed on a small",
+    "synthetic benchmark: differences under about a point are not significant.",
+]
+
+
+def _span(values: list[int]) -> str:
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def _load(load) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="The trained videomae-tiny model dir.")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--work", required=True, help="Where the compressed models go.")
+    parser.add_argument("--epochs", type=int, default=1, help="Recovery epochs per block.")
+    parser.add_argument("--windows", type=int, default=1, help="Training windows per video.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-window", type=int, default=32)
+    parser.add_argument("--iters", type=int, default=8)
+    args = parser.parse_args()
+    started = time.time()
+    result = {"machine": describe_machine(), "settings": vars(args)}
+    result["accuracy"] = accuracy(args)
+    result["latency"] = latency(args)
+    result["wall_s"] = round(time.time() - started)
+    save_results("combined_recipe", result, markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
