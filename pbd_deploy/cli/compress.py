@@ -37,6 +37,11 @@ def _indices(value: str | None) -> list[int] | None:
               help="Recovery epochs per dropped block (0: no recovery).")  # fmt: skip
 @click.option("--batch-size", default=D.batch_size, show_default=True)
 @click.option("--lr", default=D.lr, show_default=True)
+@click.option("--weight-decay", default=D.weight_decay, show_default=True, help="AdamW.")
+@click.option("--warmup-epochs", default=D.warmup_epochs, show_default=True,
+              help="Linear learning-rate warm-up before the cosine decay.")  # fmt: skip
+@click.option("--windows-per-video", default=D.windows_per_video, show_default=True,
+              help="Training windows drawn per video and epoch.")  # fmt: skip
 @click.option("--lora-rank", type=int, help="LoRA rank [default: width // 4].")
 @click.option("--lora-alpha", type=float, help="LoRA alpha [default: the rank].")
 @click.option("--lora-targets", default=",".join(LORA_TARGETS), show_default=True,
@@ -58,8 +63,7 @@ def _indices(value: str | None) -> list[int] | None:
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, resume, past_end, force,
-             **options):  # fmt: skip
+def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, resume, force, **options):
     """Drop whole transformer blocks, recover with LoRA cross-depth alignment, merge.
 
     \b
@@ -80,7 +84,7 @@ def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, resume,
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
     with RichProgress() as progress:
         report = compress_model_dir(
-            model_dir, data, out, config, force, resume, progress if main_rank else None, past_end
+            model_dir, data, out, config, force, resume, progress if main_rank else None
         )
     if not main_rank:
         return

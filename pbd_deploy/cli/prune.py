@@ -30,6 +30,11 @@ D = ChannelPruneConfig  # defaults shown in --help come from the config dataclas
               help="Recovery epochs (0: no recovery).")  # fmt: skip
 @click.option("--batch-size", default=D.batch_size, show_default=True)
 @click.option("--lr", default=D.lr, show_default=True)
+@click.option("--weight-decay", default=D.weight_decay, show_default=True, help="AdamW.")
+@click.option("--warmup-epochs", default=D.warmup_epochs, show_default=True,
+              help="Linear learning-rate warm-up before the cosine decay.")  # fmt: skip
+@click.option("--windows-per-video", default=D.windows_per_video, show_default=True,
+              help="Training windows drawn per video and epoch.")  # fmt: skip
 @click.option("--lora-rank", type=int, help="LoRA rank [default: width // 4].")
 @click.option("--lora-alpha", type=float, help="LoRA alpha [default: the rank].")
 @click.option("--lora-targets", default=",".join(LORA_TARGETS), show_default=True,
@@ -49,7 +54,7 @@ D = ChannelPruneConfig  # defaults shown in --help come from the config dataclas
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def prune(model_dir, data, out, importance, lora_targets, resume, past_end, force, **options):
+def prune(model_dir, data, out, importance, lora_targets, resume, force, **options):
     """Remove attention heads and MLP hidden units of the kept blocks, then recover.
 
     \b
@@ -66,7 +71,7 @@ def prune(model_dir, data, out, importance, lora_targets, resume, past_end, forc
         **options,
     )
     with RichProgress() as progress:
-        report = prune_model_dir(model_dir, data, out, config, force, resume, progress, past_end)
+        report = prune_model_dir(model_dir, data, out, config, force, resume, progress)
     base, r = report["baseline"], report["prune"]
     click.echo(
         f"heads per block {r['block_heads']}, MLP units {r['mlp_dims']}: "

@@ -191,7 +191,9 @@ class _ChannelPrune(Recovery):
         self.keep = plan_widths(model.config, config)  # fails before any work
         self.device = distributed.setup(config.device)
         self.teacher = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
-        self.dataset = data if isinstance(data, TadDataset) else TadDataset(data, model.config)
+        if not isinstance(data, TadDataset):
+            data = TadDataset(data, model.config, config.past_end)
+        self.dataset = data
         self.calibration = self.dataset.annotations.calibration_split(config.calib_fraction)
         self.dataset.split("val")
         options = {**config.to_dict(), "model": fingerprint(model)}
@@ -302,7 +304,6 @@ def prune_model_dir(
     force: bool = False,
     resume: bool = False,
     progress: Progress | None = None,
-    past_end: str = "error",
 ) -> dict:
     """`pbd-deploy prune`: load, prune, recover, and write the model directory + report.
 
@@ -311,7 +312,7 @@ def prune_model_dir(
     out = prepare_output(out_dir, force, marker=CONFIG_FILE)
     model = load_model(model_dir)
     plan_widths(model.config, config)  # bad budgets fail before the dataset is read
-    dataset = TadDataset(data_dir, model.config, past_end)
+    dataset = TadDataset(data_dir, model.config, config.past_end)
     state_file = out.with_name(out.name + ".prune-state.pt")
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
     with output_lock(out) if main else contextlib.nullcontext():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from pbd_deploy.core import config as config_io
+from pbd_deploy.core.annotations import PAST_END_POLICIES
 from pbd_deploy.errors import PbdError
 
 CRITERIA = ("map", "loss", "mse")
@@ -17,7 +19,8 @@ class RecoveryConfig:
     """Recovery after a compression step: LoRA + cross-depth alignment, best epoch on val.
 
     Shared by `BlockDropConfig` and `ChannelPruneConfig`; `calib_fraction` is the part of
-    the training split that scores blocks or channels.
+    the training split that scores blocks or channels; `past_end` is what loading the data
+    set does with segments ending after their video (error, keep or drop).
     """
 
     calib_fraction: float = 0.25
@@ -39,8 +42,11 @@ class RecoveryConfig:
     workers: int = 0  # DataLoader worker processes for recovery and validation
     precision: str = "fp32"  # recovery (student and teacher): fp32, bf16 or fp16 (CUDA)
     checkpointing: bool = False  # activation checkpointing of the student's blocks
+    past_end: str = "error"
 
     def __post_init__(self):
+        if self.past_end not in PAST_END_POLICIES:
+            raise PbdError(f"unknown --past-end {self.past_end!r}; use keep, drop or error")
         if not 0.0 < self.calib_fraction <= 1.0:
             raise PbdError(f"--calib-fraction must be in (0, 1]; got {self.calib_fraction}")
         if self.epochs < 0:
@@ -62,11 +68,11 @@ class RecoveryConfig:
         check_precision(self.precision, self.device)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return config_io.to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict):
-        return cls(**data)
+    def from_dict(cls, data: dict, where: str = ""):
+        return config_io.from_dict(cls, data, where)
 
 
 @dataclass

@@ -46,7 +46,6 @@ def compress_model_dir(
     force: bool = False,
     resume: bool = False,
     progress: Progress | None = None,
-    past_end: str = "error",
 ) -> dict:
     """`pbd-deploy compress`: load, compress, and write the model directory with its report.
 
@@ -56,7 +55,7 @@ def compress_model_dir(
     """
     out = prepare_output(out_dir, force, marker=CONFIG_FILE)
     model = load_model(model_dir)
-    dataset = TadDataset(data_dir, model.config, past_end)
+    dataset = TadDataset(data_dir, model.config, config.past_end)
     state_file = out.with_name(out.name + ".pbd-state.pt")
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
     with output_lock(out) if main else contextlib.nullcontext():
@@ -233,7 +232,9 @@ class _BlockDrop(Recovery):
         self.config, self.progress = config, progress
         self.device = distributed.setup(config.device)
         self.teacher = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
-        self.dataset = data if isinstance(data, TadDataset) else TadDataset(data, model.config)
+        if not isinstance(data, TadDataset):
+            data = TadDataset(data, model.config, config.past_end)
+        self.dataset = data
         self.budget: Budget = plan_budget(model.config, config)
         # Fail now when a split is missing, not after an hour of scoring.
         self.calibration = self.dataset.annotations.calibration_split(config.calib_fraction)
