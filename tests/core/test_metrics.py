@@ -249,11 +249,6 @@ def test_evaluate_rejects_bad_input():
 # --- building blocks ----------------------------------------------------------------------
 
 
-def test_thresholds():
-    assert THUMOS_THRESHOLDS == (0.3, 0.4, 0.5, 0.6, 0.7)
-    assert ACTIVITYNET_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-
-
 def test_segment_iou():
     got = segment_iou([0, 10], np.array([[5, 15], [10, 20], [0, 10], [20, 30], [2, 4]]))
     np.testing.assert_allclose(got, [5 / 15, 0, 1, 0, 0.2])
