@@ -77,6 +77,22 @@ def test_given_indices_are_dropped_without_scoring(tiny_model_dir, synth_data):
     )
 
 
+def test_target_macs_drops_the_fewest_blocks_that_meet_it(tiny_model_dir, synth_data):
+    """--target-macs during a run: one block is not enough for the target, two are."""
+    from pbd_deploy.compress.blocks import drop_block
+
+    model = load_model(tiny_model_dir)
+    total = count_macs(model.config)["total"]
+    one_block = total - count_macs(drop_block(model, 0).config)["total"]
+    target = (total - 1.5 * one_block) / total
+    config = BlockDropConfig(target_macs=target, epochs=0, criterion="mse")
+    small, report = progressive_block_drop(model, synth_data, config)
+    left = count_macs(small.config)["total"]
+    assert left <= target * total < left + one_block
+    assert len(small.backbone.blocks) == 2 and len(report["iterations"]) == 2
+    assert report["iterations"][-1]["macs"] == left
+
+
 def test_one_shot_drops_the_budget_in_one_iteration(tiny_model_dir, synth_data):
     model = load_model(tiny_model_dir)
     config = BlockDropConfig(drop=2, epochs=0, schedule="one-shot", criterion="mse")
