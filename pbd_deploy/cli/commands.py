@@ -22,12 +22,17 @@ TRAIN = {"cls": ConfigDefault, "config": "pbd_deploy.train:TrainConfig"}
 @click.option("--fps", type=float, help="Frame rate of the videos.", **SYNTH)
 @click.option("--min-duration", type=float, help="Shortest video in seconds.", **SYNTH)
 @click.option("--max-duration", type=float, help="Longest video in seconds.", **SYNTH)
+@click.option("--split-fractions", type=(float, float, float),
+              help="Shares of training, validation and test videos.", **SYNTH)  # fmt: skip
+@click.option("--noise", type=float, help="Std of per-pixel noise, 0..255 units.", **SYNTH)
+@click.option("--distractors", type=int, help="Objects wandering in every video.", **SYNTH)
+@click.option("--contrast", type=float, help="Foreground contrast (below 1: harder).", **SYNTH)
 @click.option("--like", type=click.Path(dir_okay=False),
               help="Copy durations and segments from this ANN.json (e.g. thumos14.json).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def synth(out, videos, classes, size, fps, min_duration, max_duration, like, seed, force):
+def synth(out, force, **options):
     """Write a synthetic TAD benchmark (real .mp4 files + annotations.json) to OUT.
 
     \b
@@ -37,10 +42,7 @@ def synth(out, videos, classes, size, fps, min_duration, max_duration, like, see
     """
     from pbd_deploy.data.synthetic import SynthConfig, make_synthetic
 
-    config = SynthConfig(
-        videos=videos, classes=classes, size=size, fps=fps, min_duration=min_duration,
-        max_duration=max_duration, like=like, seed=seed,
-    )  # fmt: skip
+    config = SynthConfig(**options)  # one field per option
     with RichProgress() as progress:
         path = make_synthetic(
             out, config, force=force, progress=lambda d, t: progress("synth", d, t)
