@@ -100,11 +100,12 @@ def models(
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--dtype", help="float32 / float16 / bfloat16 (default: fp32 CPU, fp16 GPU).")
 @click.option("--threads", type=int, help="CPU threads.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed calls per GEMM.")
 @click.option("--iters", default=10, show_default=True)
 @click.option("--attention", is_flag=True, help="Also time the attention matmuls.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @friendly
-def gemm(model, drop, tokens, device, dtype, threads, iters, attention, json_out):
+def gemm(model, drop, tokens, device, dtype, threads, warmup, iters, attention, json_out):
     """Achieved FLOP/s of the block GEMMs at full width and narrowed to equal MACs.
 
     \b
@@ -119,6 +120,7 @@ def gemm(model, drop, tokens, device, dtype, threads, iters, attention, json_out
         device=device,
         dtype=dtype,
         tokens=_ints(tokens),
+        warmup=warmup,
         iters=iters,
         threads=threads,
         attention=attention,

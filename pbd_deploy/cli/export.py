@@ -25,6 +25,8 @@ _D = ExportConfig()
 )
 @click.option("--data", type=click.Path(), help="Dataset for real-input parity and mAP [--calib].")
 @click.option("--split", default=_D.split, show_default=True, help="Split of the mAP figures.")
+@click.option("--parity-tolerance", default=_D.parity_tolerance, show_default=True,
+              help="Largest max-abs difference accepted between torch and ONNX Runtime.")  # fmt: skip
 @click.option("--trt", is_flag=True, help="Build model.engine (needs TensorRT and a GPU).")
 @click.option("--workspace", default=_D.workspace_gib, show_default=True, help="GiB for TensorRT.")
 @click.option("--dla-core", type=int, help="Build for this DLA core (Jetson).")
@@ -44,6 +46,7 @@ def export(
     calib_windows,
     data,
     split,
+    parity_tolerance,
     trt,
     workspace,
     dla_core,
@@ -69,6 +72,7 @@ def export(
         calib_windows=calib_windows,
         data=data,
         split=split,
+        parity_tolerance=parity_tolerance,
         trt=trt,
         workspace_gib=workspace,
         dla_core=dla_core,

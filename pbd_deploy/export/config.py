@@ -99,6 +99,11 @@ class EngineConfig:
         dla_core: DLA core (Jetson) or None for the GPU; GPU fallback stays on. fp16 only.
         timing_cache: file reused across builds so later builds skip tactic timing; None:
             the user cache named by TensorRT version and compute capability.
+
+    Python-only: `min_shape`, `opt_shape`, `max_shape`. `pbd-deploy build-engine` takes
+    the profile from the export (its shape when static; batch 1..2x and window 0.5..2x
+    when dynamic, see `export.tensorrt.default_engine_config`) and its precision from the
+    ONNX file unless --precision is given; a custom profile is a Python call.
     """
 
     precision: str = "fp32"
