@@ -40,7 +40,7 @@ def test_gemm_subcommand(tmp_path):
     [
         (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
         (["--iters", "0"], "--iters must be at least 1"),
-        (["--backend", "trt", "--device", "cuda"], "pbd-deploy[trt]"),
+        (["--backend", "trt", "--device", "cuda"], "the trt backend runs .engine files"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(model_dirs, args, message):
