@@ -54,17 +54,34 @@ def prepare(segments, scores, labels, order):
     return start, end, length, score, order, offsets, by_start, first_start, max_end
 
 
+BLOCK = 32  # candidates per block of `_find_next`'s upper bounds
+
+
 @numba.njit(cache=True)
-def _find_next(work, alive, score, orig, lo, hi):
-    """The reference's argmax over the alive of class [lo, hi): first maximum in original
-    order, or -1. Scores only decay and are sorted descending, so the scan stops at the
-    first candidate whose undecayed score is below the best found."""
+def _find_next(work, alive, score, orig, lo, hi, bound, first_block):
+    """The reference's argmax over the alive of class [lo, hi): the first maximum in original
+    order, or -1.
+
+    Scores only decay, so two upper bounds skip most candidates: the undecayed score (sorted
+    descending, so the scan stops at the first block whose first score is below the best
+    found) and `bound`, per block of BLOCK positions from `first_block` on, the largest alive
+    score when the block was last scanned.
+    """
     pos, value = -1, -np.inf
-    for j in range(lo, hi):
-        if pos >= 0 and score[j] < value:
+    for i in range((hi - lo + BLOCK - 1) // BLOCK):
+        start = lo + i * BLOCK
+        if pos >= 0 and score[start] < value:
             break
-        if alive[j] and (pos < 0 or work[j] > value or (work[j] == value and orig[j] < orig[pos])):
-            pos, value = j, work[j]
+        if pos >= 0 and bound[first_block + i] < value:
+            continue  # strict: a block bound equal to the best may hold a tie of lower index
+        top = -np.inf
+        for j in range(start, min(start + BLOCK, hi)):
+            if alive[j]:
+                w = work[j]
+                top = max(top, w)
+                if pos < 0 or w > value or (w == value and orig[j] < orig[pos]):
+                    pos, value = j, w
+        bound[first_block + i] = top
     return pos
 
 
@@ -102,9 +119,15 @@ def soft_nms_merge(cands, limit, gaussian, sigma, iou_threshold, min_score, tabl
             row_of[table[0][p]] = p
     work = score.copy()
     alive = work >= min_score
+    first_block = np.zeros(classes + 1, np.int64)
+    for c in range(classes):
+        first_block[c + 1] = first_block[c] + (offsets[c + 1] - offsets[c] + BLOCK - 1) // BLOCK
+    bound = np.full(first_block[classes], np.inf)
     nxt = np.empty(classes, np.int64)
     for c in range(classes):
-        nxt[c] = _find_next(work, alive, score, orig, offsets[c], offsets[c + 1])
+        nxt[c] = _find_next(
+            work, alive, score, orig, offsets[c], offsets[c + 1], bound, first_block[c]
+        )
     picks, kept, cls = np.empty(limit, np.int64), np.empty(limit), np.empty(limit, np.int64)
     rec_start = np.zeros(limit + 1, np.int64)
     rec_j, rec_iou = np.empty(4096, np.int64), np.empty(4096)
@@ -157,6 +180,8 @@ def soft_nms_merge(cands, limit, gaussian, sigma, iou_threshold, min_score, tabl
                     work[j] = work[j] * decay
                     alive[j] = work[j] >= min_score
             rec_start[n] = r
-        nxt[k] = _find_next(work, alive, score, orig, offsets[k], offsets[k + 1])
+        nxt[k] = _find_next(
+            work, alive, score, orig, offsets[k], offsets[k + 1], bound, first_block[k]
+        )
     rows = (rec_start[: n + 1], rec_j[: rec_start[n]], rec_iou[: rec_start[n]])
     return picks[:n], kept[:n], cls[:n], True, rows

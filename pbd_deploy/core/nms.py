@@ -11,7 +11,7 @@ Two implementations of that loop, both exact:
 * compiled (numba, `_nms_jit.py`), the default. Why compiled and not vectorised numpy: the
   picks are sequential (each depends on the decays of the ones before), so numpy pays
   several calls per pick, ~30-50 us on a 2-core machine, 200 picks per video: 10-17% of the
-  tiny model's inference. The compiled loop costs ~1 us per pick. numba has wheels for
+  tiny model's inference. The compiled loop costs ~1-2 us per pick. numba has wheels for
   x86-64 and aarch64 (Jetson). Its exp is the C library's, which can differ from numpy's
   SIMD exp in the last bit, so the gaussian decays of the picks are recomputed with numpy and
   the loop replayed with them (`_compiled`); if the replay needs a decay that was not

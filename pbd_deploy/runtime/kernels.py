@@ -136,7 +136,8 @@ class _Launcher:
         else:
             self.drv = importlib.import_module("cuda.bindings.driver")
             cuda.rt.cudaFree(0)  # the primary context current on this thread
-            module = self._ok(self.drv.cuModuleLoadData(ptx))
+            image = np.frombuffer(ptx, np.uint8)  # NUL-terminated PTX text
+            module = self._ok(self.drv.cuModuleLoadData(image.ctypes.data))
             self.functions = {
                 n: self._ok(self.drv.cuModuleGetFunction(module, n.encode())) for n in names
             }
