@@ -55,7 +55,9 @@ class Detector:
         self.class_names = list(self.model_config["class_names"])
         self.spec = WindowSpec.from_model_config(self.model_config)
         self.positions = point_positions(self.spec)  # (N,)
-        self.postprocess = PostprocessConfig.from_dict(self.manifest["postprocess"])
+        self.postprocess = PostprocessConfig.from_dict(
+            self.manifest["postprocess"], f"{self.path.parent / 'model.json'} (postprocess)"
+        )
         self.backend = self._open_backend(providers, threads)
         self._check_io()
 
