@@ -19,8 +19,10 @@ MERGE_TOLERANCE = 1e-4  # relative: max |merged - adapted| / max |adapted|
 def inject_adapters(model: Detector, targets: list[str], rank: int | None, alpha: float | None):
     """Wrap `targets` (e.g. "attn.qkv") of every kept block with LoRA adapters, in place.
 
-    Trainable afterwards: the adapters, every norm, the patch embedding and the head; the
-    block weights stay frozen. The default rank is width // 4, the default alpha the rank.
+    Trainable afterwards: the adapters, every norm, the patch embedding, the head and AdaTAD's
+    temporal adapters where blocks have them (AdaTAD trains exactly those on a frozen ViT, so
+    they adapt to the missing block as they adapted the ViT to the task); the block weights
+    stay frozen. The default rank is width // 4, the default alpha the rank.
 
     Returns:
         The peft wrapper; `model` itself now runs with the adapters.
@@ -35,6 +37,9 @@ def inject_adapters(model: Detector, targets: list[str], rank: int | None, alpha
     wrapped = peft.get_peft_model(model, config)
     for module in (model.backbone.patch_embed, model.head):
         module.requires_grad_(True)
+    for block in model.backbone.blocks:
+        if block.adapter is not None:
+            block.adapter.requires_grad_(True)
     for module in model.modules():
         if isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             module.requires_grad_(True)

@@ -11,8 +11,9 @@ from pbd_deploy.models.detector import Detector, DetectorConfig, InputConfig
 from pbd_deploy.models.io import add_history, save_model
 from pbd_deploy.models.vit import BackboneConfig
 
-# AdaTAD's THUMOS14 setting: 768-frame windows at 160x160, features resized to 768 points.
-_REAL_INPUT = dict(window=768, resize=182, crop=160)
+# AdaTAD's THUMOS14 test setting: 768-frame windows overlapping by half, short side resized
+# to 160 and centre-cropped to 160x160, features resized to 768 points.
+_REAL_INPUT = dict(window=768, stride=384, resize=160, crop=160)
 _REAL_HEAD = dict(dim=512, length=768, levels=6, heads=4, attn_window=19)
 
 _SIZES = {
@@ -26,7 +27,9 @@ _SIZES = {
 def _real(dim: int, depth: int, heads: int) -> dict:
     return dict(
         input=InputConfig(**_REAL_INPUT),
-        backbone=BackboneConfig(dim=dim, depth=depth, heads=heads, img_size=160),
+        # VideoMAE is pre-trained at 224: its 14x14 sin-cos table is resized (bicubic) to the
+        # 10x10 grid of 160-pixel crops, as OpenTAD does, so converted weights see their codes.
+        backbone=BackboneConfig(dim=dim, depth=depth, heads=heads, img_size=224),
         head=HeadConfig(in_dim=dim, **_REAL_HEAD),
     )
 

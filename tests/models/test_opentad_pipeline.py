@@ -72,3 +72,18 @@ def test_converted_adatad_drops_a_block_with_its_adapter_and_exports(synth_data,
     onnx_result = evaluate_path(tmp_path / "deploy" / "model.onnx", data=synth_data, split="test")
     torch_result = evaluate_path(tmp_path / "small", data=synth_data, split="test")
     assert abs(onnx_result.average_mAP - torch_result.average_mAP) <= 1e-6
+
+
+def test_recovery_trains_adatad_adapters_beside_lora():
+    from pbd_deploy.compress.lora import inject_adapters
+    from pbd_deploy.models.detector import Detector
+    from tests.conftest import tiny_config
+
+    config = tiny_config()
+    config.backbone.adapter_indices, config.backbone.adapter_frames = [1, 3], 32
+    model = Detector(config)
+    inject_adapters(model, ["attn.qkv"], rank=4, alpha=None)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "backbone.blocks.1.adapter.dwconv.weight" in trainable
+    assert "backbone.blocks.3.adapter.up_proj.weight" in trainable
+    assert not any(n.endswith("blocks.1.mlp.fc1.weight") for n in trainable)  # ViT stays frozen
