@@ -53,8 +53,18 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)
     checkpointing: bool = False  # recompute backbone block activations in backward
+    recipe: str = "quick"  # the preset these options started from (see RECIPES)
+    decay_norms: bool = True  # False: no weight decay on norms, biases and scales
+    drop_path: float | None = None  # rising linearly with depth to this; None: the model's
+    augment: bool = False  # RandomResizedCrop, flip, colour jitter, truncation crop ratio
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "quick", **options) -> "TrainConfig":
+        """The named preset (RECIPES) with `options` on top."""
+        return cls(**{**recipe_options(recipe, cls), **options, "recipe": recipe})
 
     def __post_init__(self):
+        recipe_options(self.recipe, type(self))  # a known name
         for name in ("epochs", "batch_size", "windows_per_video"):
             if getattr(self, name) < 1:
                 raise PbdError(f"--{name.replace('_', '-')} must be at least 1")
@@ -66,6 +76,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# quick: CPU-sized, the defaults above (the quickstart's figures). paper: the published
+# recovery schedule of Progressive Block Drop (official code, from AdaTAD's THUMOS14 recipe).
+RECIPES = {
+    "quick": {},
+    "paper": dict(
+        lr=1e-4, epochs=60, warmup_epochs=5.0, ema=True, decay_norms=False, drop_path=0.1,
+        augment=True,
+    ),
+}  # fmt: skip
+
+
+def recipe_options(recipe: str, config_class) -> dict:
+    """The preset's values for the fields `config_class` has."""
+    if recipe not in RECIPES:
+        raise PbdError(f"unknown --recipe {recipe!r}; use one of {', '.join(RECIPES)}")
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {k: v for k, v in RECIPES[recipe].items() if k in names}
 
 
 def check_device(device: str) -> None:
@@ -102,6 +131,28 @@ def task_loss(model, x, cls_t, reg_t, valid) -> dict[str, torch.Tensor]:
     return detection_loss(*model(x), cls_t, reg_t, valid)
 
 
+def param_groups(model, weight_decay: float, decay_norms: bool = True) -> list[dict]:
+    """AdamW groups of the trainable parameters; with `decay_norms` False, norms, biases
+    and scales (every tensor of one dimension) get no weight decay."""
+    decay, plain = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (plain if p.ndim <= 1 and not decay_norms else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    return groups + [{"params": plain, "weight_decay": 0.0}] if plain else groups
+
+
+def depth_wise_drop_path(model, rate: float) -> None:
+    """Drop path rising linearly from 0 at the first block to `rate` at the last, by the
+    blocks' original indices (a compressed model keeps its blocks' rates)."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return
+    last = max(1, backbone.config.depth - 1)
+    for block, index in zip(backbone.blocks, backbone.block_indices):
+        block.drop_path = rate * index / last
+
+
 class Trainer:
     """The optimisation state of one training run: optimizer, schedule, optional EMA.
 
@@ -114,16 +165,19 @@ class Trainer:
         self.module = getattr(model, "module", model)  # unwrapped from DDP
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, weight_decay=config.weight_decay
+            param_groups(model, config.weight_decay, config.decay_norms), lr=config.lr
         )
+        if config.drop_path is not None:
+            depth_wise_drop_path(self.module, config.drop_path)
         self.ema = (
             AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
             if config.ema
             else None
         )
         self.loader = TrainLoader(
-            dataset, config.batch_size, config.windows_per_video, config.workers, config.device
-        )
+            dataset, config.batch_size, config.windows_per_video, config.workers, config.device,
+            config.augment,
+        )  # fmt: skip
         self.steps_per_epoch = len(self.loader)
         backbone = getattr(self.module, "backbone", None)
         if backbone is not None:

@@ -172,3 +172,13 @@ def main(verbose):
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+def explicit(options: dict) -> dict:
+    """The options given on the command line; the others keep their config's (or
+    recipe's) values."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = {k: ctx.get_parameter_source(k) for k in options}
+    return {k: v for k, v in options.items() if given[k] != ParameterSource.DEFAULT}

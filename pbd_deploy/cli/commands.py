@@ -6,7 +6,15 @@ import json
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, ConfigDefault, RichProgress, _console, friendly, main
+from pbd_deploy.cli.base import (
+    PAST_END,
+    ConfigDefault,
+    RichProgress,
+    _console,
+    explicit,
+    friendly,
+    main,
+)
 from pbd_deploy.errors import PbdError
 
 # Defaults come from the config dataclasses, read only for `--help` or a run of the command.
@@ -91,6 +99,9 @@ def _class_names(num_classes, classes) -> list[str]:
 @click.option("--batch-size", type=int, **TRAIN)
 @click.option("--lr", type=float, **TRAIN)
 @click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
+@click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="Preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, EMA, augmentations);"
+              " options given explicitly override it.")  # fmt: skip
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--workers", type=int, help="Data loader processes (0: none).", **TRAIN)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
@@ -103,8 +114,7 @@ def _class_names(num_classes, classes) -> list[str]:
     "--resume", is_flag=True, help="Continue an interrupted run from OUT.train-state.pt."
 )
 @friendly
-def train(data, model, out, epochs, batch_size, lr, ema, device, workers, precision,
-          checkpointing, seed, past_end, force, resume):  # fmt: skip
+def train(data, model, out, recipe, past_end, force, resume, **options):
     """Train a detector; the checkpoint with the best validation mAP is kept.
 
     \b
@@ -113,10 +123,7 @@ def train(data, model, out, epochs, batch_size, lr, ema, device, workers, precis
     """
     from pbd_deploy.train import TrainConfig, train_model_dir
 
-    config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, ema=ema, device=device, seed=seed,
-        workers=workers, precision=precision, checkpointing=checkpointing,
-    )  # fmt: skip
+    config = TrainConfig.from_recipe(recipe, **explicit(options))
     with RichProgress() as progress:
         summary = train_model_dir(
             data, model, out, config, force=force, progress=progress, past_end=past_end,

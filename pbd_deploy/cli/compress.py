@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, RichProgress, friendly, main
+from pbd_deploy.cli.base import PAST_END, RichProgress, explicit, friendly, main
 from pbd_deploy.compress.config import CRITERIA, LORA_TARGETS, BlockDropConfig
 from pbd_deploy.errors import PbdError
 
@@ -52,6 +52,9 @@ def _indices(value: str | None) -> list[int] | None:
 @click.option("--temperature", default=D.temperature, show_default=True)
 @click.option("--max-map-drop", type=float,
               help="Stop, keeping the last good model, when val mAP falls more (0.01 = 1 point).")  # fmt: skip
+@click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="Recovery preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, 5 warm-up, "
+              "EMA, no decay on norms, drop path, augmentations); given options override it.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--workers", default=D.workers, show_default=True,
@@ -63,7 +66,8 @@ def _indices(value: str | None) -> list[int] | None:
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, resume, force, **options):
+def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, recipe, resume, force,
+             **options):  # fmt: skip
     """Drop whole transformer blocks, recover with LoRA cross-depth alignment, merge.
 
     \b
@@ -75,11 +79,12 @@ def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, resume,
     """
     from pbd_deploy.compress.pbd import compress_model_dir
 
-    config = BlockDropConfig(
+    config = BlockDropConfig.from_recipe(
+        recipe,
         drop_indices=_indices(drop_indices),
         schedule="one-shot" if one_shot else "progressive",
         lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()],
-        **options,
+        **explicit(options),
     )
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws and prints
     with RichProgress() as progress:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, RichProgress, friendly, main
+from pbd_deploy.cli.base import PAST_END, RichProgress, explicit, friendly, main
 from pbd_deploy.compress.config import IMPORTANCES, LORA_TARGETS, ChannelPruneConfig
 
 D = ChannelPruneConfig  # defaults shown in --help come from the config dataclass
@@ -43,6 +43,9 @@ D = ChannelPruneConfig  # defaults shown in --help come from the config dataclas
 @click.option("--w-cls", default=D.w_cls, show_default=True, help="Class-score KL.")
 @click.option("--w-reg", default=D.w_reg, show_default=True, help="Regression DIoU to teacher.")
 @click.option("--temperature", default=D.temperature, show_default=True)
+@click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="Recovery preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, 5 warm-up, "
+              "EMA, no decay on norms, drop path, augmentations); given options override it.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--workers", default=D.workers, show_default=True,
@@ -54,7 +57,7 @@ D = ChannelPruneConfig  # defaults shown in --help come from the config dataclas
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def prune(model_dir, data, out, importance, lora_targets, resume, force, **options):
+def prune(model_dir, data, out, importance, lora_targets, recipe, resume, force, **options):
     """Remove attention heads and MLP hidden units of the kept blocks, then recover.
 
     \b
@@ -65,10 +68,11 @@ def prune(model_dir, data, out, importance, lora_targets, resume, force, **optio
     """
     from pbd_deploy.compress.channels import prune_model_dir
 
-    config = ChannelPruneConfig(
+    config = ChannelPruneConfig.from_recipe(
+        recipe,
         importance=importance,
         lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()],
-        **options,
+        **explicit(options),
     )
     with RichProgress() as progress:
         report = prune_model_dir(model_dir, data, out, config, force, resume, progress)

@@ -42,7 +42,15 @@ class RecoveryConfig:
     workers: int = 0  # DataLoader worker processes for recovery and validation
     precision: str = "fp32"  # recovery (student and teacher): fp32, bf16 or fp16 (CUDA)
     checkpointing: bool = False  # activation checkpointing of the student's blocks
+    recipe: str = "quick"  # quick or paper (train.RECIPES): also EMA, decay groups, augment
     past_end: str = "error"
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "quick", **options):
+        """The named preset (train.RECIPES: lr, epochs, warm-up) with `options` on top."""
+        from pbd_deploy.train import recipe_options
+
+        return cls(**{**recipe_options(recipe, cls), **options, "recipe": recipe})
 
     def __post_init__(self):
         if self.past_end not in PAST_END_POLICIES:
@@ -61,8 +69,9 @@ class RecoveryConfig:
         if self.temperature <= 0:
             raise PbdError("--temperature must be positive")
         from pbd_deploy.data.loader import check_workers
-        from pbd_deploy.train import check_device, check_precision
+        from pbd_deploy.train import check_device, check_precision, recipe_options
 
+        recipe_options(self.recipe, type(self))  # a known name
         check_device(self.device)
         check_workers(self.workers)
         check_precision(self.precision, self.device)

@@ -146,17 +146,19 @@ class Recovery:
         rng = np.random.default_rng([self.config.seed, iteration, epoch])
         torch.manual_seed(int(rng.integers(2**31)))
         losses = trainer.epoch(rng, epoch, self.progress)
-        val = self._val_map(student)
+        scored = trainer.scored  # the EMA weights when the recipe keeps them
+        val = self._val_map(scored)
         record = {"epoch": epoch, **losses, "val_mAP": val}
         pending["epochs"].append(record)
         if self.progress:
             self.progress(f"recover {iteration}", epoch, epochs, **record)
         if val > pending["best_val_mAP"]:
-            pending.update(best_val_mAP=val, best_epoch=epoch, best=cpu_state(student))
+            pending.update(best_val_mAP=val, best_epoch=epoch, best=cpu_state(scored))
         pending.update(
             epoch=epoch,
             wall_s=time.time() - self._started,
             current=cpu_state(student),
+            ema=cpu_state(trainer.ema) if trainer.ema is not None else None,
             optimizer=trainer.optimizer.state_dict(),
             step=trainer.step,
         )
@@ -168,6 +170,8 @@ class Recovery:
             student.load_state_dict(pending["current"])
             trainer.optimizer.load_state_dict(pending["optimizer"])
             trainer.step = pending["step"]
+            if trainer.ema is not None:
+                trainer.ema.load_state_dict(pending["ema"])
             return
         # Epoch 0 (adapters at zero = the dropped model) competes too: recovery that does not
         # help on val is not kept.
@@ -187,7 +191,8 @@ class Recovery:
 
     def _train_config(self, epochs: int) -> TrainConfig:
         c = self.config
-        return TrainConfig(
+        return TrainConfig.from_recipe(  # the recipe adds EMA, decay groups, augmentations
+            c.recipe,
             epochs=epochs,
             batch_size=c.batch_size,
             lr=c.lr,

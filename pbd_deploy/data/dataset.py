@@ -17,6 +17,7 @@ from pbd_deploy.core import windows
 from pbd_deploy.core.annotations import Annotations, VideoInfo, load_annotations
 from pbd_deploy.core.features import load_features
 from pbd_deploy.core.video import decode_video, normalize, take_window, window_starts
+from pbd_deploy.data.augment import CROP_RATIO, Augment, apply_augment, draw_augment
 from pbd_deploy.data.frames import VideoIndex, decoded_bytes, index_video, read_steps
 from pbd_deploy.data.sampling import crop_segments, sample_window
 from pbd_deploy.errors import PbdError
@@ -153,17 +154,26 @@ class TadDataset:
         segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2) * fps / self.step_frames
         return segs, np.asarray(labels, dtype=np.int64)
 
-    def draw_window(self, video: VideoInfo, rng: np.random.Generator) -> tuple:
-        """Draw a training window without decoding it: (start, crop top, crop left).
+    def draw_window(self, video: VideoInfo, rng: np.random.Generator, augment: bool = False):
+        """Draw a training window without decoding it: (start, steps, crop).
 
-        The start keeps actions (ActionFormer-style truncation); the crop offsets are None
-        for features. The random draws are those `training_window` always made, in order.
+        The start keeps actions (ActionFormer-style truncation). `crop` is the (top, left)
+        of a random crop, None for features, or with `augment` the draws of the paper
+        recipe (`data.augment`), which also cuts a video shorter than the window to
+        90-100 % of its length. Without `augment` the random draws are those
+        `training_window` always made, in the same order.
         """
         steps, fps = self.info(video)
-        segs, _ = self.segments_in_steps(video, fps)
-        start = sample_window(steps, segs, self.input.window, rng)
+        window = self.input.window
+        if augment and steps <= window:  # random truncation with a crop ratio
+            low, high = (max(1, round(r * steps)) for r in CROP_RATIO)
+            count = int(rng.integers(low, min(high, steps) + 1))
+            start = int(rng.integers(0, steps - count + 1))
+        else:
+            segs, _ = self.segments_in_steps(video, fps)
+            start, count = sample_window(steps, segs, window, rng), window
         if self.input.mode == "features":
-            return start, None, None
+            return start, count, None
         h, w = self.frame_shape(video)
         crop = self.input.crop
         if h < crop or w < crop:
@@ -171,28 +181,33 @@ class TadDataset:
                 f"frames of {h}x{w} are smaller than the {crop}x{crop} crop; "
                 "set input.resize >= input.crop"
             )
-        return start, int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        if augment:
+            return start, count, draw_augment(rng, h, w)
+        return start, count, (int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1)))
 
-    def training_sample(self, video: VideoInfo, start: int, top, left):
-        """The drawn window: (model input, segments (M, 2) in head points, labels (M,),
-        valid points). Decodes only this window's frames."""
-        window = self.input.window
-        steps, valid = take_window(self.read(video, start, window), 0, window)
-        if top is None:
+    def training_sample(self, video: VideoInfo, start: int, count: int, crop):
+        """The drawn window (`draw_window`): (model input, segments (M, 2) in head points,
+        labels (M,), valid points). Decodes only this window's frames."""
+        window, size = self.input.window, self.input.crop
+        steps, valid = take_window(self.read(video, start, count), 0, window)
+        if crop is None:
             x = self.model_input(steps)
+        elif isinstance(crop, Augment):
+            x = apply_augment(steps, crop, size, self.input.mean, self.input.std)
         else:
-            crop = self.input.crop
-            steps = steps[:, top : top + crop, left : left + crop]
+            top, left = crop
+            steps = steps[:, top : top + size, left : left + size]
             x = normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
-        points, labels = self.window_targets(video, start)
+        points, labels = self.window_targets(video, start, count)
         return x, points, labels, valid * (self.config.head.length / window)
 
     def training_window(self, video: VideoInfo, rng: np.random.Generator):
         """A random window that keeps actions, with a random crop (see `draw_window`)."""
         return self.training_sample(video, *self.draw_window(video, rng))
 
-    def window_targets(self, video: VideoInfo, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ground truth inside the window starting at input step `start`.
+    def window_targets(self, video: VideoInfo, start: int, count: int | None = None):
+        """Ground truth inside the window starting at input step `start` (its first `count`
+        steps; default: all of it).
 
         Returns:
             Segments (M, 2) in head points of that window (float32) and labels (M,).
@@ -200,7 +215,7 @@ class TadDataset:
         _, fps = self.info(video)
         segs, labels = self.segments_in_steps(video, fps)
         window = self.input.window
-        segs, labels = crop_segments(segs, labels, start, window)
+        segs, labels = crop_segments(segs, labels, start, count or window)
         points = segs * (self.config.head.length / window) - 0.5  # input steps -> head points
         return points.astype(np.float32), labels
 

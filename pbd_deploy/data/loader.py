@@ -60,8 +60,8 @@ class Batcher:
 
 
 class WindowItems(Dataset):
-    """Windows of `videos` by item: (video position, start, crop top, crop left) gives a
-    training sample; (video position, start) gives an evaluation window."""
+    """Windows of `videos` by item: (video position, start, steps, crop) gives a training
+    sample (see `TadDataset.draw_window`); (video position, start) an evaluation window."""
 
     def __init__(self, dataset: TadDataset, videos: list[VideoInfo]):
         self.dataset, self.videos = dataset, videos
@@ -105,11 +105,13 @@ def _loader(items: WindowItems, batches: _Batches, collate, workers: int, device
     )
 
 
-def epoch_plan(dataset: TadDataset, videos: list[VideoInfo], per_video: int, rng) -> list:
-    """The shuffled windows of one epoch as (video position, start, top, left) items."""
+def epoch_plan(dataset: TadDataset, videos: list[VideoInfo], per_video: int, rng,
+               augment: bool = False) -> list:  # fmt: skip
+    """The shuffled windows of one epoch as (video position, start, steps, crop) items."""
     positions = list(range(len(videos))) * per_video
     order = rng.permutation(len(positions))
-    return [(positions[i], *dataset.draw_window(videos[positions[i]], rng)) for i in order]
+    draw = dataset.draw_window
+    return [(positions[i], *draw(videos[positions[i]], rng, augment)) for i in order]
 
 
 class TrainLoader:
@@ -128,9 +130,10 @@ class TrainLoader:
         windows_per_video: int,
         workers: int = 0,
         device: str = "cpu",
+        augment: bool = False,
     ):
         check_workers(workers)
-        self.dataset, self.per_video = dataset, windows_per_video
+        self.dataset, self.per_video, self.augment = dataset, windows_per_video, augment
         videos = dataset.split("train")
         world, rank = distributed.world(), distributed.rank()
         mine = DistributedSampler(range(len(videos)), world, rank, shuffle=False)
@@ -146,7 +149,7 @@ class TrainLoader:
 
     def epoch(self, rng: np.random.Generator):
         """Draw the epoch's plan with `rng`; iterate to get its batches of tensors."""
-        plan = epoch_plan(self.dataset, self.videos, self.per_video, rng)
+        plan = epoch_plan(self.dataset, self.videos, self.per_video, rng, self.augment)
         size = self.batch_size
         self.batches.batches = [plan[i : i + size] for i in range(0, len(plan), size)]
         return iter(self.loader)
