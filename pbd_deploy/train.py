@@ -6,12 +6,13 @@ test split is never looked at.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pbd_deploy.core.atomic import prepare_output
-from pbd_deploy.core.annotations import load_annotations
+from pbd_deploy.core.annotations import PAST_END_POLICIES, load_annotations
+from pbd_deploy.core.atomic import output_lock, prepare_output
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.data.loader import Batcher, TrainLoader, check_workers  # noqa: F401 (Batcher: re-export)
+from pbd_deploy.data.resume import RunState, cpu_state, fingerprint
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model
 from pbd_deploy.models.actionformer import detection_loss
@@ -53,6 +55,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)
     checkpointing: bool = False  # recompute backbone block activations in backward
+    past_end: str = "error"  # segments ending after their video: error, keep or drop
     recipe: str = "quick"  # the preset these options started from (see RECIPES)
     decay_norms: bool = True  # False: no weight decay on norms, biases and scales
     drop_path: float | None = None  # rising linearly with depth to this; None: the model's
@@ -73,6 +76,14 @@ class TrainConfig:
         if self.lr <= 0:
             raise PbdError("--lr must be positive")
         check_device(self.device)
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise PbdError("--weight-decay and --warmup-epochs must not be negative")
+        if self.clip_grad <= 0:
+            raise PbdError(f"--clip-grad must be positive, got {self.clip_grad}")
+        if not 0 <= self.ema_decay < 1:
+            raise PbdError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.past_end not in PAST_END_POLICIES:
+            raise PbdError(f"unknown --past-end {self.past_end!r}; use keep, drop or error")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -233,19 +244,70 @@ class Trainer:
         return {k: v / self.steps_per_epoch for k, v in sums.items()}
 
 
+class TrainState(RunState):
+    """What `train --resume` continues from, saved after every epoch (data/resume.py)."""
+
+    FRESH = {"epoch": 0, "trainer": None, "rng": None, "best": None, "epochs": [], "wall_s": 0.0}
+
+
+def _snapshot(trainer: Trainer, rng: np.random.Generator) -> tuple[dict, dict]:
+    """The trainer's state (weights, optimizer, schedule step, EMA, loss scaler) and the
+    RNG streams, as CPU tensors and plain containers."""
+    state = {
+        "weights": cpu_state(trainer.module),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "ema": cpu_state(trainer.ema) if trainer.ema is not None else None,
+        "step": trainer.step,
+    }
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    streams = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(), "cuda": cuda}
+    return state, streams
+
+
+def _restore(trainer: Trainer, rng: np.random.Generator, state: dict, streams: dict) -> None:
+    trainer.module.load_state_dict(state["weights"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.ema is not None:
+        trainer.ema.load_state_dict(state["ema"])
+    trainer.step = state["step"]
+    rng.bit_generator.state = streams["numpy"]
+    torch.set_rng_state(streams["torch"])
+    if streams["cuda"]:
+        torch.cuda.set_rng_state_all(streams["cuda"])
+
+
 def train(
-    model: Detector, dataset: TadDataset, config: TrainConfig, progress: Progress | None = None
+    model: Detector,
+    dataset: TadDataset,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    state_file=None,
+    resume: bool = False,
 ) -> tuple[Detector, dict]:
-    """Train `model` on the train split; return the best-on-val copy and a summary."""
+    """Train `model` on the train split; return the best-on-val copy and a summary.
+
+    Args:
+        state_file: where the state is saved after every epoch (None: not saved).
+        resume: continue from `state_file`; ends with the same weights as an uninterrupted
+            run at the same torch thread count (float sums depend on it).
+    """
+    options = {**config.to_dict(), "model": fingerprint(model)}
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     dataset.split("val")  # fail now, not after an epoch, when there is no validation split
+    state = TrainState.open(state_file, options, resume)
+    saved = state.data
     device = distributed.setup(config.device)  # under torchrun: this rank's device
     config = dataclasses.replace(config, device=device)
     trainer = Trainer(distributed.data_parallel(model.to(device)), dataset, config)
     best = {"val_mAP": -1.0, "epoch": 0, "state": None}
     epochs, started = [], time.time()
-    for epoch in range(1, config.epochs + 1):
+    if saved["epoch"]:
+        _restore(trainer, rng, saved["trainer"], saved["rng"])
+        best, epochs, started = saved["best"], saved["epochs"], started - saved["wall_s"]
+    for epoch in range(saved["epoch"] + 1, config.epochs + 1):
         losses = trainer.epoch(rng, epoch, progress)
         result, _ = evaluate_model(
             trainer.scored, dataset, "val", device=device, workers=config.workers
@@ -264,8 +326,12 @@ def train(
             best = {
                 "val_mAP": result.average_mAP,
                 "epoch": epoch,
-                "state": copy.deepcopy(trainer.scored.state_dict()),
+                "state": cpu_state(trainer.scored),
             }
+        trainer_state, streams = _snapshot(trainer, rng)
+        saved.update(epoch=epoch, trainer=trainer_state, rng=streams, best=best, epochs=epochs)
+        saved["wall_s"] = time.time() - started
+        state.save()
     model.load_state_dict(best["state"])
     summary = {
         "best_epoch": best["epoch"],
@@ -284,38 +350,44 @@ def train_model_dir(
     config: TrainConfig,
     force: bool = False,
     progress: Progress | None = None,
-    past_end: str = "error",
+    resume: bool = False,
 ) -> dict:
     """`pbd-deploy train`: build (or load) a model, train it on DATA, save it to `out_dir`.
 
     Args:
         model: a registry name (e.g. "videomae-tiny") or an existing model directory to
             fine-tune (e.g. one written by `convert`).
+        resume: continue an interrupted run from its state (`OUT.train-state.pt`, saved
+            after every epoch and removed when the model is written).
     Returns:
         The training summary (also stored in the model's history and `train_log.json`).
     """
-    prepare_output(out_dir, force)
+    out = prepare_output(out_dir, force)
+    state_file = out.with_name(out.name + ".train-state.pt")
     torch.manual_seed(config.seed)  # the fresh model's initialisation is part of the run
     if Path(model).is_dir():
         detector = load_model(model)
     else:
         classes = load_annotations(
-            Path(data_dir) / "annotations.json", past_end=past_end
+            Path(data_dir) / "annotations.json", past_end=config.past_end
         ).class_names
         detector = Detector(model_config(model, classes))
-    dataset = TadDataset(data_dir, detector.config, past_end)
-    detector, summary = train(detector, dataset, config, progress)
-    add_history(
-        detector,
-        "train",
-        data=str(data_dir),
-        best_epoch=summary["best_epoch"],
-        val_mAP=summary["best_val_mAP"],
-        wall_s=round(summary["wall_s"], 1),
-        config=config.to_dict(),
-    )
-    if distributed.is_main():  # under torchrun every rank holds the same weights
-        log_file = {"train_log.json": json.dumps(summary, indent=2)}
-        save_model(detector, out_dir, force, extra=log_file)
-    distributed.barrier()
+    dataset = TadDataset(data_dir, detector.config, config.past_end)
+    main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
+    with output_lock(out_dir) if main else contextlib.nullcontext():
+        detector, summary = train(detector, dataset, config, progress, state_file, resume)
+        add_history(
+            detector,
+            "train",
+            data=str(data_dir),
+            best_epoch=summary["best_epoch"],
+            val_mAP=summary["best_val_mAP"],
+            wall_s=round(summary["wall_s"], 1),
+            config=config.to_dict(),
+        )
+        if distributed.is_main():  # under torchrun every rank holds the same weights
+            log_file = {"train_log.json": json.dumps(summary, indent=2)}
+            save_model(detector, out_dir, force, extra=log_file)
+            state_file.unlink(missing_ok=True)
+        distributed.barrier()
     return summary
