@@ -98,7 +98,14 @@ def _class_names(num_classes, classes) -> list[str]:
 @click.option("--epochs", type=int, **TRAIN)
 @click.option("--batch-size", type=int, **TRAIN)
 @click.option("--lr", type=float, **TRAIN)
+@click.option("--weight-decay", type=float, help="AdamW weight decay.", **TRAIN)
+@click.option("--warmup-epochs", type=float,
+              help="Linear learning-rate warm-up before the cosine decay.", **TRAIN)  # fmt: skip
+@click.option("--clip-grad", type=float, help="Gradient norm clipping threshold.", **TRAIN)
+@click.option("--windows-per-video", type=int,
+              help="Training windows drawn per video and epoch.", **TRAIN)  # fmt: skip
 @click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
+@click.option("--ema-decay", type=float, help="Decay of that average per step.", **TRAIN)
 @click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="Preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, EMA, augmentations);"
               " options given explicitly override it.")  # fmt: skip
@@ -110,11 +117,9 @@ def _class_names(num_classes, classes) -> list[str]:
 @click.option("--seed", default=0, show_default=True)
 @PAST_END
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@click.option(
-    "--resume", is_flag=True, help="Continue an interrupted run from OUT.train-state.pt."
-)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.train-state.pt.")
 @friendly
-def train(data, model, out, recipe, past_end, force, resume, **options):
+def train(data, model, out, recipe, force, resume, **options):
     """Train a detector; the checkpoint with the best validation mAP is kept.
 
     \b
@@ -126,9 +131,8 @@ def train(data, model, out, recipe, past_end, force, resume, **options):
     config = TrainConfig.from_recipe(recipe, **explicit(options))
     with RichProgress() as progress:
         summary = train_model_dir(
-            data, model, out, config, force=force, progress=progress, past_end=past_end,
-            resume=resume,
-        )  # fmt: skip
+            data, model, out, config, force=force, progress=progress, resume=resume
+        )
     click.echo(
         f"best val average mAP {summary['best_val_mAP']:.4f} at epoch "
         f"{summary['best_epoch']} ({summary['wall_s']:.0f} s); saved to {out}"
@@ -286,10 +290,13 @@ def _history_text(entry: dict) -> str:
 @click.option("--heads", type=int, help="ViT attention heads, if no config says.")
 @click.option("--head-heads", type=int, help="Projection attention heads, if no config says.")
 @click.option("--attn-window", type=int, help="Projection attention window (-1 = global).")
+@click.option(
+    "--fps", type=float, help="Sample windows at this rate (AdaTAD THUMOS14: 7.5, every 4th frame)."
+)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
 def convert(ckpt, out, name, opentad_config, num_classes, classes, allow_partial, weights,
-            lora_scale, heads, head_heads, attn_window, force):  # fmt: skip
+            lora_scale, heads, head_heads, attn_window, fps, force):  # fmt: skip
     """Import an OpenTAD / AdaTAD / official-PBD detector, or VideoMAE backbone weights.
 
     Strict: a tensor with no place, or a model tensor with no weights, is an error unless
@@ -313,6 +320,7 @@ def convert(ckpt, out, name, opentad_config, num_classes, classes, allow_partial
         heads=heads,
         head_heads=head_heads,
         attn_window=attn_window,
+        fps=fps,
     )
     conversion = convert_model_dir(ckpt, out, _class_names(num_classes, classes), config, force)
     lora = f", {conversion.folded_lora} LoRA pairs folded" if conversion.folded_lora else ""

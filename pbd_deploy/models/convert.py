@@ -77,6 +77,9 @@ class ConvertConfig:
         lora_scale: LongLoRA's alpha (1 in the official PBD code).
         heads / head_heads / attn_window: what neither shapes nor a config file tell:
             ViT heads, projection attention heads, projection attention window (-1 global).
+        fps: frame rate windows are sampled at (None: each file's). OpenTAD samples every
+            feature_stride * sample_stride-th frame (4 for AdaTAD THUMOS14: 7.5 for its
+            30 fps videos), which a config cannot turn into a rate without the videos.
     """
 
     model: str | None = None
@@ -87,6 +90,7 @@ class ConvertConfig:
     heads: int | None = None
     head_heads: int | None = None
     attn_window: int | None = None
+    fps: float | None = None
 
     def __post_init__(self):
         if self.weights not in ("auto", "ema", "raw"):
@@ -290,6 +294,8 @@ def convert_checkpoint(
         detector_config.backbone.block_indices = kept
         detector_config.backbone.depth = max(kept[-1] + 1, detector_config.backbone.depth)
         detector_config.backbone.final_norm = "backbone.norm.weight" in mapped
+    if config.fps is not None:
+        detector_config.input.fps = config.fps
     model = Detector(detector_config)
     conversion = Conversion(fmt, len(mapped), weights, folded, ignored)
     _load_strict(model, mapped, unplaced, origin, conversion, str(path), config.allow_partial)

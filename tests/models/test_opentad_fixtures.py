@@ -109,7 +109,8 @@ def test_post_processing_returns_opentads_detections(name, tmp_path):
 
 
 def test_gapped_longlora_checkpoint_folds_and_keeps_original_indices(tmp_path):
-    model, conversion, _ = convert("pbd_longlora", tmp_path)
+    model, conversion, _ = convert("pbd_longlora", tmp_path, fps=7.5)
+    assert model.config.input.fps == 7.5
     assert conversion.folded_lora == 2 * 4  # lora_qkv + lora_proj in each of 4 kept blocks
     assert model.config.backbone.block_indices == [0, 1, 3, 4]
     assert model.config.backbone.depth == 5 and model.config.backbone.adapter_indices is None
