@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import itertools
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -153,8 +152,3 @@ def _check_group(group, expected: dict[nn.Module, str]) -> None:
                 raise RuntimeError(f"Torch-Pruning coupled part of {module} ({len(idxs)} idxs)")
     if found != expected:
         raise RuntimeError(f"Torch-Pruning grouped {found}, expected {expected}")
-
-
-def rank(values: np.ndarray) -> np.ndarray:
-    """Indices from least to most important (ties: the lower index first)."""
-    return np.argsort(np.asarray(values), kind="stable")

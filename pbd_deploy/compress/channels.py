@@ -137,7 +137,7 @@ def prune_widths(model: Detector, heads: list[list[int]], units: list[list[int]]
     config = copy.deepcopy(model.config)
     bb = config.backbone
     head_dim = bb.attn_dim // bb.heads
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for p, (kept_heads, kept_units) in enumerate(zip(heads, units)):
         pre = f"backbone.blocks.{p}."
         inner = bb.heads_at(p) * head_dim
@@ -210,7 +210,7 @@ class _ChannelPrune(Recovery):
         if not data["iterations"]:
             self._prune()
         record = data["iterations"][0]
-        student = prune_widths(self.teacher.cpu(), record["kept_heads"], record["kept_units"])
+        student = prune_widths(self.teacher, record["kept_heads"], record["kept_units"])
         student.load_state_dict(data["weights"])
         add_history(student, "prune", **_history_entry(record))
         report = {
