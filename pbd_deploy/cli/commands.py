@@ -106,6 +106,12 @@ def _class_names(num_classes, classes) -> list[str]:
               help="Training windows drawn per video and epoch.", **TRAIN)  # fmt: skip
 @click.option("--ema", is_flag=True, help="Keep an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float, help="Decay of that average per step.", **TRAIN)
+@click.option("--decay-norms/--no-decay-norms",
+              help="Weight decay on norms, biases and scales too.", **TRAIN)  # fmt: skip
+@click.option("--drop-path", type=float,
+              help="Stochastic depth rising with depth to this [the model's].", **TRAIN)  # fmt: skip
+@click.option("--augment/--no-augment",
+              help="RandomResizedCrop, flip, colour jitter, truncation crop ratio.", **TRAIN)  # fmt: skip
 @click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="Preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, EMA, augmentations);"
               " options given explicitly override it.")  # fmt: skip
