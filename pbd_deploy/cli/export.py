@@ -94,7 +94,7 @@ def summary_lines(manifest: dict) -> list[str]:
         for k, v in p.items()
         if isinstance(v, dict)
     ]
-    lines.append(f"identical detections after post-processing: {p['detections_identical']}")
+    lines.append(f"same detections after post-processing (core.compare): {p['detections_same']}")
     acc = manifest.get("accuracy")
     if acc:
         lines.append(

@@ -158,7 +158,7 @@ def _parity(job: _Export) -> dict:
             "map_diff_bound": map_bounds(match, gt)[1],
         }
     worst = parity.parity_error(figures)
-    figures.update(max_abs_diff=worst, detections_identical=same, tolerance=cfg.parity_tolerance)
+    figures.update(max_abs_diff=worst, detections_same=same, tolerance=cfg.parity_tolerance)
     if worst > cfg.parity_tolerance:
         raise PbdError(
             f"ONNX parity failed: max abs diff {worst:.3g} (scores, or segments per stride; "

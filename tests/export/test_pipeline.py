@@ -43,7 +43,7 @@ def test_manifest_records_the_contract(deploy):
 def test_parity_figures_and_same_map(deploy, synth_data, tmp_path):
     m = json.loads((deploy / "model.json").read_text())
     p = m["parity"]
-    assert p["detections_identical"] is True
+    assert p["detections_same"] is True
     for kind in ("random", "real"):
         assert p[kind]["scores"] <= 1e-4 and p[kind]["segments_per_stride"] <= 1e-4
     acc = m["accuracy"]
@@ -168,5 +168,5 @@ def test_cli_export_prints_the_figures(tmp_path, synth_data):
     assert (
         f"random inputs: max abs diff scores {m['parity']['random']['scores']:.3g}" in result.output
     )
-    assert "identical detections after post-processing: True" in result.output
+    assert "same detections after post-processing (core.compare): True" in result.output
     assert "TensorRT is not installed here" in result.output

@@ -72,7 +72,7 @@ def test_feature_model_detects_through_the_runtime_like_torch(feature_export, tm
     data, model_dir, deploy = feature_export
     manifest = json.loads((deploy / "model.json").read_text())
     assert manifest["input"] == {"name": "features", "shape": [1, DIM, 16], "dtype": "float32"}
-    assert manifest["parity"]["detections_identical"] is True
+    assert manifest["parity"]["detections_same"] is True
     model = load_model(model_dir)
     dataset = TadDataset(data, model.config)
     runtime = Detector(deploy / "model.onnx")
