@@ -23,7 +23,8 @@ ARGS += ["--seed", "7"]
 def start(model_dir, data, out, *extra):
     cmd = [sys.executable, "-m", "pbd_deploy", "compress", str(model_dir), "--data", str(data)]
     # Every run in its own process with the same thread count: float results depend on it,
-    # and the test process's count may have been changed by earlier tests.
+    # and the test process's count may have been changed by earlier tests. Bit-identity is
+    # claimed only for this: the same code on one machine at one thread count (OMP_NUM_THREADS=1).
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([*cmd, "--out", str(out), *ARGS, *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
