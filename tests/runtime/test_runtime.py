@@ -191,5 +191,7 @@ def test_cli_infer_and_eval_use_the_artifact(deploy, synth_data, tmp_path):
     )
     assert ev.exit_code == 0, ev.output
     manifest = json.loads((deploy / "model.json").read_text())
-    # The export measured this file in this process with the same ORT threads: equal bits.
+    # The export measured this file in this process with the same ORT threads and the CPU
+    # provider (the only one the test extras install): equal bits. With onnxruntime-gpu the
+    # CLI would pick CUDA, another device, and this would compare through core.compare.
     assert json.loads(ev.output)["average_mAP"] == manifest["accuracy"]["onnx_fp32"]["average_mAP"]
