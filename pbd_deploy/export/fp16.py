@@ -4,11 +4,13 @@ TensorRT 11 builds strongly typed networks only, so reduced precision must be in
 Ops that overflow in fp16 stay in fp32: the rewrite is checked on real or random inputs
 in ONNX Runtime and, when outputs are not finite or drift too far, redone with
 LayerNormalization and Softmax blocked (the usual culprits: variance sums and exp).
+A model saved with external data (over 2 GB) is read with it and written the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,11 +40,21 @@ def _rewrite(model: onnx.ModelProto, block: tuple[str, ...]) -> onnx.ModelProto:
 def _outputs(model: onnx.ModelProto, inputs: list[np.ndarray]) -> list[list[np.ndarray]]:
     import onnxruntime as ort
 
+    from pbd_deploy.export.onnx import needs_external_data, save_onnx
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run(None, {name: x}) for x in inputs]
+    with tempfile.TemporaryDirectory(prefix="pbd-fp16-") as work:
+        if needs_external_data(model):  # over 2 GB: ORT reads it from a file + external data
+            source = str(Path(work) / "model.onnx")
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # saving with external data moves the tensors out of the proto
+            save_onnx(copy, source, True)
+        else:
+            source = model.SerializeToString()
+        session = ort.InferenceSession(source, options, ["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return [session.run(None, {name: x}) for x in inputs]
 
 
 def _drift(reference, candidate) -> tuple[float, float, bool]:
@@ -68,7 +80,9 @@ def convert_fp16(
     Returns:
         {"fp32_ops": ops kept in fp32, "max_abs_diff_scores", "max_abs_diff_segments"}.
     """
-    model = onnx.load(str(src))
+    from pbd_deploy.export.onnx import save_onnx
+
+    model = onnx.load(str(src))  # with its external data, if any
     reference = _outputs(model, inputs)
     for block in ((), SENSITIVE_OPS):
         half = _rewrite(model, block)
@@ -76,7 +90,7 @@ def convert_fp16(
             ds, dg, finite = _drift(reference, _outputs(half, inputs))
         except Exception as exc:  # ORT without fp16 kernels for this CPU: cannot check here
             half = _rewrite(model, SENSITIVE_OPS)  # the conservative rewrite, unchecked
-            onnx.save(half, str(dst))
+            save_onnx(half, dst)
             reason = " ".join(str(exc).split())[:200]
             log.warning("fp16 model not checked: onnxruntime cannot run it here (%s)", reason)
             return {"fp32_ops": list(SENSITIVE_OPS), "checked": False, "reason": reason}
@@ -88,7 +102,7 @@ def convert_fp16(
             f"the fp16 rewrite stays inaccurate even with {SENSITIVE_OPS} in fp32 (score drift "
             f"{ds:.3g}, finite={finite}); ship the fp32 or int8 model instead"
         )
-    onnx.save(half, str(dst))
+    save_onnx(half, dst)
     return {
         "fp32_ops": list(block),
         "checked": True,

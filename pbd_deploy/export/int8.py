@@ -87,9 +87,16 @@ def quantize_int8(
         _quantize(src, dst, reader)
     finally:
         root.setLevel(level)
-    nodes = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(dst)).graph.node)
+    graph = onnx.load(str(dst), load_external_data=False).graph
+    nodes = sum(n.op_type == "QuantizeLinear" for n in graph.node)
     log.info("int8: %d QuantizeLinear nodes from %d windows", nodes, len(windows))
     return {"calibration_windows": len(windows), "quantized_nodes": nodes}
+
+
+def _has_external_data(path) -> bool:
+    from pbd_deploy.export.onnx import data_file
+
+    return data_file(path).is_file()
 
 
 def _quantize(src, dst, reader) -> None:
@@ -109,6 +116,8 @@ def _quantize(src, dst, reader) -> None:
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+        # a model saved with external data (over 2 GB) is quantized into dst + dst.data
+        use_external_data_format=_has_external_data(src),
         op_types_to_quantize=list(QUANTIZED_OPS),
         extra_options={
             "ActivationSymmetric": True,

@@ -4,11 +4,19 @@ The graph is exactly `Detector.predict`: frames (B, 3, T, H, W) float32, normali
 torch model takes them (or features (B, C, T)), in; per-point class probabilities
 "scores" (B, N, K) and decoded segments "segments" (B, N, 2) in head points out. NMS stays
 outside the graph (numpy, in the runtime), so every backend shares one post-processing.
+
+A model whose weights pass protobuf's 2 GB limit for one message (VideoMAE-H, a large
+VideoMAE-L) is saved with ONNX external data: the graph in model.onnx and every tensor in
+one model.onnx.data beside it (the `<file>.data` convention of ONNX Runtime's quantizer);
+tensors under 1 KiB (shapes, scalars) stay in the graph, where shape inference reads them.
+onnxslim runs in memory (an onnxslim too old for that is skipped with a one-line note), and
+the checker runs on the file path, the form that supports external data.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -27,6 +35,37 @@ from pbd_deploy.models.detector import Detector
 log = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("scores", "segments")
+# Weights above this many bytes go to external data (protobuf refuses messages over 2 GiB;
+# the graph itself needs some room). Tests lower it to exercise the path with a tiny model.
+EXTERNAL_DATA_BYTES = 2**31 - 2**26
+
+
+def data_file(path: str | Path) -> Path:
+    """model.onnx -> model.onnx.data: where a large model's tensors are stored."""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the initializers (loaded into the proto) of `model`."""
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    return weight_bytes(model) > EXTERNAL_DATA_BYTES
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path, external: bool | None = None) -> None:
+    """Save `model` to `path`, its tensors in `data_file(path)` when they need external data
+    (default: when they pass EXTERNAL_DATA_BYTES)."""
+    path = Path(path)
+    if external is None:
+        external = needs_external_data(model)
+    if not external:
+        onnx.save_model(model, str(path))
+        return
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_file(path).name, size_threshold=1024)  # fmt: skip
 
 
 def input_name(model: Detector) -> str:
@@ -124,10 +163,32 @@ def export_onnx(
     model.eval()
 
     def write(tmp: Path):
-        _trace(graph, example_input(model, batch, window), tmp, name, axes, opset)
-        slim = onnxslim.slim(onnx.load(str(tmp)))
-        onnx.checker.check_model(slim, full_check=True)
-        onnx.save(slim, str(tmp))
+        # Traced in a folder of its own: over 2 GB, torch writes one file per tensor beside it.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.trace-") as work:
+            traced = Path(work) / path.name
+            _trace(graph, example_input(model, batch, window), traced, name, axes, opset)
+            proto = onnx.load(str(traced))
+        if not needs_external_data(proto):
+            proto = onnxslim.slim(proto)
+            onnx.checker.check_model(proto, full_check=True)
+            onnx.save(proto, str(tmp))
+            return
+        try:  # onnxslim works in memory; its shape inference goes through a file when large
+            proto = onnxslim.slim(proto)
+            slimmed = "slimmed with onnxslim"
+        except Exception as exc:  # noqa: BLE001 - older onnxslim: "Failed to serialize proto"
+            reason = " ".join(str(exc).split())[:120]
+            slimmed = f"onnxslim skipped ({type(exc).__name__}: {reason})"
+            del proto.graph.value_info[:]  # the tracer's intermediate types go stale later
+        log.log(
+            logging.INFO if slimmed.startswith("slimmed") else logging.WARNING,
+            "%s: %.2f GB of weights, over protobuf's 2 GB: saved with external data %s; %s",
+            path.name, weight_bytes(proto) / 1e9, data_file(path).name, slimmed,
+        )  # fmt: skip
+        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_file(path).name, size_threshold=1024)  # fmt: skip
+        del proto
+        onnx.checker.check_model(str(tmp), full_check=True)  # the path form reads external data
 
     try:
         write_file(path, write)

@@ -99,6 +99,9 @@ class _Export:
 
     def add_file(self, name: str, precision: str, **figures) -> None:
         entry = {"sha256": artifact.file_sha256(self.out / name), "precision": precision}
+        data = self.out / f"{name}.data"  # external data of a model over 2 GB (export/onnx.py)
+        if data.is_file():
+            entry["external_data"] = {"file": data.name, "sha256": artifact.file_sha256(data)}
         self.manifest["files"][name] = {**entry, **figures}
         self.save()
 

@@ -52,6 +52,7 @@ def build_script(onnx_name: str, manifest: dict, config: EngineConfig) -> str:
     if config.dla_core is not None:
         cli += ["--dla-core", str(config.dla_core)]
     dla = config.dla_core is not None
+    data = manifest["files"].get(onnx_name, {}).get("external_data", {}).get("file")
     lines = [
         "#!/bin/sh",
         f"# Build {ENGINE} and {ENGINE}.json (the metadata the pbd-deploy runtime checks) on",
@@ -61,6 +62,16 @@ def build_script(onnx_name: str, manifest: dict, config: EngineConfig) -> str:
         "set -eu",
         'cd "$(dirname "$0")"',
         "",
+    ]
+    if data:  # a model over 2 GB: TensorRT's parser reads the tensors from this file
+        lines += [
+            f"if [ ! -f {shlex.quote(data)} ]; then",
+            f'  echo "build_engine.sh: {data} (the weights of {onnx_name}) is missing; copy'
+            ' the whole export folder" >&2',
+            "  exit 2",
+            "fi",
+        ]
+    lines += [
         'if PBD=$(command -v pbd-deploy 2>/dev/null); then',
         "  PY=$(sed -n '1s/^#! *//p' \"$PBD\")",
         '  if [ -n "$PY" ] && $PY -c "import tensorrt" >/dev/null 2>&1; then',
