@@ -101,8 +101,7 @@ def plan_typing(config: EngineConfig, file_precision: str, version: str) -> Typi
         else:
             why = f"{_variant(have)} is typed {have}"
         raise PbdError(
-            f"{why}: a {asked} engine needs the {asked} ONNX ({_variant(asked)}), "
-            f"not a {have} one"
+            f"{why}: a {asked} engine needs the {asked} ONNX ({_variant(asked)}), not a {have} one"
         )
     return Typing(True)
 

@@ -72,7 +72,7 @@ def build_script(onnx_name: str, manifest: dict, config: EngineConfig) -> str:
             "fi",
         ]
     lines += [
-        'if PBD=$(command -v pbd-deploy 2>/dev/null); then',
+        "if PBD=$(command -v pbd-deploy 2>/dev/null); then",
         "  PY=$(sed -n '1s/^#! *//p' \"$PBD\")",
         '  if [ -n "$PY" ] && $PY -c "import tensorrt" >/dev/null 2>&1; then',
         f"    exec {shlex.join(cli)}",
@@ -85,7 +85,7 @@ def build_script(onnx_name: str, manifest: dict, config: EngineConfig) -> str:
         "fi",
         'if [ -z "$TRTEXEC" ]; then',
         '  echo "build_engine.sh: trtexec is neither on PATH nor in /usr/src/tensorrt/bin;'
-        " install TensorRT (JetPack) or pbd-deploy[trt]\" >&2",
+        ' install TensorRT (JetPack) or pbd-deploy[trt]" >&2',
         "  exit 2",
         "fi",
         "TAG=$(\"$TRTEXEC\" --help 2>&1 | sed -n 's/.*\\[TensorRT v\\([0-9]*\\)\\].*/\\1/p' | head -n 1)",
@@ -118,15 +118,15 @@ def build_script(onnx_name: str, manifest: dict, config: EngineConfig) -> str:
         "# The timing cache stays on this machine, named by TensorRT version (never shipped).",
         'CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pbd-deploy"',
         'mkdir -p "$CACHE_DIR"',
-        'LOG=$(mktemp)',
-        f'trap \'rm -f "$LOG" .{ENGINE}.tmp .{ENGINE}.json.tmp\' EXIT',
+        "LOG=$(mktemp)",
+        f"trap 'rm -f \"$LOG\" .{ENGINE}.tmp .{ENGINE}.json.tmp' EXIT",
         'if ! "$TRTEXEC" "$@" --timingCacheFile="$CACHE_DIR/trtexec-timing-v$TAG.cache" '
         '>"$LOG" 2>&1; then',
         '  tail -n 30 "$LOG" >&2',
         '  echo "build_engine.sh: trtexec failed (its log is above)" >&2',
         "  exit 1",
         "fi",
-        "field() { sed -n \"s/.*$1: *//p\" \"$LOG\" | head -n 1; }",
+        'field() { sed -n "s/.*$1: *//p" "$LOG" | head -n 1; }',
         'VERSION=$(field "TensorRT version")',
         "NAME=$(field 'Selected Device' | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g')",
         "CC=$(field 'Compute Capability' | sed 's/\\./, /')",
@@ -136,8 +136,8 @@ def build_script(onnx_name: str, manifest: dict, config: EngineConfig) -> str:
         "  exit 1",
         "fi",
         f"SHA=$(sha256sum .{ENGINE}.tmp | cut -d ' ' -f 1)",
-        "printf '{\"trt_version\": \"%s\", \"device_name\": \"%s\", \"compute_capability\": [%s], "
-        "\"sm_count\": %s, \"engine_sha256\": \"%s\", %s}\\n' "
+        'printf \'{"trt_version": "%s", "device_name": "%s", "compute_capability": [%s], '
+        '"sm_count": %s, "engine_sha256": "%s", %s}\\n\' '
         f'"$VERSION" "$NAME" "$CC" "$SMS" "$SHA" "$STATIC" > .{ENGINE}.json.tmp',
         "# old metadata first, new metadata last: never an engine paired with another's metadata",
         f"rm -f {ENGINE}.json",

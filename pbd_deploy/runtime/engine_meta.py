@@ -16,6 +16,7 @@ from pathlib import Path
 from pbd_deploy.core.atomic import check_checksum
 from pbd_deploy.errors import PbdError
 
+
 @dataclass(frozen=True)
 class DeviceInfo:
     """What an engine depends on: TensorRT version, GPU name, compute capability, SM count."""

@@ -69,7 +69,9 @@ class OrtBackend:
         # post-processing (and anything else on a robot's CPU): measured here, 2 threads went
         # from 42 to 22 ms per tiny-model window and Soft-NMS from 48 to 13 ms per video.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = with_options(providers or pick_providers(ort.get_available_providers()), trt_fp16)
+        providers = with_options(
+            providers or pick_providers(ort.get_available_providers()), trt_fp16
+        )
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph...)

@@ -11,7 +11,7 @@ def test_gpu_suite_dry_run_lists_its_steps():
     run = subprocess.run(["sh", str(SCRIPT), "--dry-run"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     steps = [line for line in run.stdout.splitlines() if line.startswith("== [")]
-    assert any('-m gpu or trt tests' in s and "pytest" in s for s in steps), run.stdout
+    assert any("-m gpu or trt tests" in s and "pytest" in s for s in steps), run.stdout
     assert any("gemm_sweep.py --device cuda" in s for s in steps), run.stdout
     limits = [int(s.split("[")[1].split(" s]")[0]) for s in steps]
     assert sum(limits) + 90 + 60 <= 8 * 60  # with depth_vs_width (90 s) and a minute spare

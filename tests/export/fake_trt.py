@@ -43,7 +43,9 @@ def _enum(name: str, values: dict[str, int]) -> type[IntEnum]:
     return IntEnum(name, values)
 
 
-def fake_trt(version: str, num_dla_cores: int | None = None, cache_tag: str = "sm90") -> SimpleNamespace:
+def fake_trt(
+    version: str, num_dla_cores: int | None = None, cache_tag: str = "sm90"
+) -> SimpleNamespace:
     """The `tensorrt` module of `version` ("10.3.0", "11.0.0"...).
 
     Args:
@@ -54,7 +56,9 @@ def fake_trt(version: str, num_dla_cores: int | None = None, cache_tag: str = "s
     major, minor = (int(p) for p in version.split(".")[:2])
     calls: dict = {"flags": [], "profiles": [], "pool": {}, "set_cache": []}
     if major == 10:
-        creation = _enum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
+        creation = _enum(
+            "NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
+        )
         builder_flags = {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4}
     else:
         creation = _enum(

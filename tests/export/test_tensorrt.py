@@ -21,7 +21,6 @@ from pbd_deploy.export.config import EngineConfig, ExportConfig
 from pbd_deploy.export.tensorrt import (
     build_engine,
     default_engine_config,
-    plan_typing,
     timing_cache_path,
     trt_major,
     trtexec_command,
@@ -88,7 +87,9 @@ def test_stand_in_follows_the_tensorrt_headers():
 
 
 @pytest.mark.parametrize("version, bit", [("10.3.0", 2), ("11.0.0", 1)])
-@pytest.mark.parametrize("name, precision", [("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")])
+@pytest.mark.parametrize(
+    "name, precision", [("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")]
+)
 def test_typed_files_build_strongly_typed(export_dir, version, bit, name, precision):
     # 1 << STRONGLY_TYPED: 1 << 1 on 10.x, 1 << 0 on 11.x; no precision flags with it
     _, meta, record = _build(export_dir, version, name, precision=precision)
@@ -306,7 +307,11 @@ def test_build_script_with_trtexec_writes_metadata_the_runtime_accepts(
     engine = export_dir / "model.engine"
     meta = json.loads(metadata_path(engine).read_text())
     assert meta["engine_sha256"] == hashlib.sha256(engine.read_bytes()).hexdigest()
-    assert (meta["sm_count"], meta["compute_capability"], meta["precision"]) == (132, [9, 0], "fp16")
+    assert (meta["sm_count"], meta["compute_capability"], meta["precision"]) == (
+        132,
+        [9, 0],
+        "fp16",
+    )
     assert meta["onnx_sha256"] == manifest["files"]["model.fp16.onnx"]["sha256"]
     _fake_runtime(monkeypatch, trt, Cuda())
     detector = Detector(engine)  # the runtime accepts what the script wrote
@@ -324,7 +329,7 @@ def test_build_script_prefers_pbd_deploy_build_engine(export_dir, tmp_path):
     python = bin_dir / "python-with-tensorrt"
     python.write_text('#!/bin/sh\nif [ "$1" = "-c" ]; then exit 0; fi\nexec /bin/sh "$@"\n')
     cli = bin_dir / "pbd-deploy"
-    cli.write_text(f"#!{python}\necho \"$@\" > {tmp_path / 'cli-args'}\n")
+    cli.write_text(f'#!{python}\necho "$@" > {tmp_path / "cli-args"}\n')
     for f in (python, cli):
         f.chmod(0o755)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -377,7 +382,9 @@ def test_real_engine_matches_onnx_runtime(export_dir):
 
 
 @pytest.mark.trt
-@pytest.mark.parametrize("name, precision", [("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")])
+@pytest.mark.parametrize(
+    "name, precision", [("model.fp16.onnx", "fp16"), ("model.int8.onnx", "int8")]
+)
 def test_real_typed_engines_build(export_dir, name, precision):
     from pbd_deploy.export.tensorrt import build_engine_file
 
