@@ -112,6 +112,11 @@ CASES = [
     ("eval-what", "eval {bad}/notes.txt --data {data}", "cannot evaluate"),
     ("eval-split", "eval {model} --data {data} --split holdout", "holdout"),
     ("eval-onnx-data", "eval {onnx} --data {bad}/nodata", "nodata"),
+    (
+        "eval-save-folder",
+        "eval {model} --data {data} --save-predictions {bad}/no/p.json",
+        "does not exist",
+    ),
     # info, init, convert
     ("info-missing", "info {bad}/nodir", "does not exist"),
     ("info-broken", "info {bad}/broken_model", "not valid JSON"),
@@ -168,6 +173,7 @@ CASES = [
     ("infer-video", "infer {onnx} {bad}/none.mp4", "none.mp4"),
     ("infer-broken-video", "infer {onnx} {bad}/broken.mp4", "broken.mp4"),
     ("infer-stranger", "infer {bad}/stranger.onnx {video}", "stranger.onnx"),
+    ("infer-json-folder", "infer {onnx} {video} --json {bad}/no/dets.json", "does not exist"),
     # bench, quickstart, prune
     ("bench-missing", "bench models {bad}/nodir", "nodir"),
     ("bench-backend", "bench models {model} --backend abacus", "abacus"),

@@ -74,6 +74,13 @@ def write_file(path: str | Path, data: Writer, executable: bool = False, what: s
     return path
 
 
+def check_folder(path: str | Path, option: str) -> None:
+    """Refuse, before any work, a file output whose folder does not exist."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise PbdError(f"{option} {path}: folder {folder} does not exist; create it first")
+
+
 def write_json(path: str | Path, obj, indent: int | None = 2) -> Path:
     """`obj` as JSON (with a final newline), written with `write_file`."""
     return write_file(path, json.dumps(obj, indent=indent) + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from pbd_deploy.core.annotations import ground_truth, load_annotations
+from pbd_deploy.core.atomic import check_folder
 from pbd_deploy.core.metrics import (
     ACTIVITYNET_THRESHOLDS,
     THUMOS_THRESHOLDS,
@@ -45,6 +46,8 @@ def evaluate_path(
     if not isinstance(workers, int) or workers < 0:
         raise PbdError(f"--workers must be 0 (load in the main process) or more, got {workers}")
     levels = THRESHOLDS[thresholds]
+    if save_predictions:
+        check_folder(save_predictions, "--save-predictions")
     path = Path(model)
     if path.is_dir() or path.suffix in (".onnx", ".engine"):
         if not data:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pbd_deploy.core.atomic import write_json
+from pbd_deploy.core.atomic import check_folder, write_json
 from pbd_deploy.core.video import decode_video, window_starts
 from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
@@ -207,6 +207,8 @@ def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
 
 def detect_file(model, video, json_out=None) -> list[Detection]:
     """`pbd-deploy infer`: detections of a video file, optionally saved as JSON (atomically)."""
+    if json_out:
+        check_folder(json_out, "--json")
     detections = Detector(model).detect(video)
     if json_out:
         rows = [d._asdict() for d in detections]
