@@ -32,10 +32,22 @@ class GemmConfig:
     iters: int = 10
     threads: int | None = None
     attention: bool = False  # also time the two attention matmuls (batched per head)
+    # torch (torch.matmul), or a deployment engine on one-MatMul ONNX graphs (gemm_engines):
+    # trt (TensorRT), ort-cuda / ort-cpu (ONNX Runtime's CUDA / CPU provider)
+    backend: str = "torch"
 
     def __post_init__(self):
         if self.device not in ("cpu", "cuda"):
             raise PbdError(f"unknown device {self.device!r}; choose cpu or cuda")
+        backends = ("torch", "trt", "ort-cuda", "ort-cpu")
+        if self.backend not in backends:
+            raise PbdError(f"unknown backend {self.backend!r}; choose from {', '.join(backends)}")
+        on_gpu = self.backend in ("trt", "ort-cuda")
+        if self.backend != "torch" and on_gpu != (self.device == "cuda"):
+            raise PbdError(
+                f"--backend {self.backend} runs on the {'GPU' if on_gpu else 'CPU'}: "
+                f"pass --device {'cuda' if on_gpu else 'cpu'}"
+            )
         if self.dtype is None:
             self.dtype = "float16" if self.device == "cuda" else "float32"
         if self.dtype not in DTYPES:
@@ -99,6 +111,12 @@ def time_gemms(shapes: list[GemmShape], config: GemmConfig) -> list[float]:
     Interleaving keeps load from other processes (or clock changes) from favouring
     whichever shapes happened to run in a quiet moment.
     """
+    if config.backend != "torch":
+        from pbd_deploy.bench.gemm_engines import time_engine_gemms
+
+        return time_engine_gemms(
+            shapes, config.dtype, config.backend, config.warmup, config.iters, config.threads
+        )
     calls = [_matmul(s, config) for s in shapes]
     for _ in range(config.warmup):
         for call in calls:
@@ -160,7 +178,7 @@ def gemm_sweep(
     (variant, tokens): all the block's GEMM FLOPs over their summed time, the efficiency
     the whole block gets from its matrix products.
     """
-    if config.device == "cuda" and not torch.cuda.is_available():
+    if config.backend == "torch" and config.device == "cuda" and not torch.cuda.is_available():
         raise PbdError("--device cuda needs a CUDA GPU and a CUDA build of torch; none found")
     with torch_threads(config.threads):
         return _sweep(variants, config, progress)

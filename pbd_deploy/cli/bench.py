@@ -103,14 +103,22 @@ def models(
 @click.option("--warmup", default=3, show_default=True, help="Untimed calls per GEMM.")
 @click.option("--iters", default=10, show_default=True)
 @click.option("--attention", is_flag=True, help="Also time the attention matmuls.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "trt", "ort-cuda", "ort-cpu"]),
+    default="torch",
+    show_default=True,
+    help="torch.matmul, or one-MatMul ONNX graphs on TensorRT / ONNX Runtime.",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write JSON here.")
 @friendly
-def gemm(model, drop, tokens, device, dtype, threads, warmup, iters, attention, json_out):
+def gemm(model, drop, tokens, device, dtype, threads, warmup, iters, attention, backend, json_out):
     """Achieved FLOP/s of the block GEMMs at full width and narrowed to equal MACs.
 
     \b
     Example:
       pbd-deploy bench gemm --model videomae-s --drop 3 --tokens 800,3200 --threads 2
+      pbd-deploy bench gemm --model videomae-s --backend trt --device cuda   # TensorRT
     """
     from pbd_deploy.bench.gemm import GemmConfig
     from pbd_deploy.bench.probe import probe_model
@@ -124,6 +132,7 @@ def gemm(model, drop, tokens, device, dtype, threads, warmup, iters, attention, 
         iters=iters,
         threads=threads,
         attention=attention,
+        backend=backend,
     )
     with RichProgress() as progress:
         result = probe_model(model, drop, config, progress)

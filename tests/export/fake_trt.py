@@ -156,13 +156,21 @@ def fake_trt(
         def parse_from_file(self, path):
             import onnx
 
-            model = onnx.load(str(path), load_external_data=False)
+            calls["parsed"] = str(path)
+            return self._read(onnx.load(str(path), load_external_data=False))
+
+        def parse(self, model, path=None):  # pyOnnx.cpp: parse(model: bytes, path=None) -> bool
+            import onnx
+
+            calls["parsed"] = "<bytes>"
+            return self._read(onnx.load_from_string(bytes(model)))
+
+        def _read(self, model):
             dims = lambda v: [d.dim_value or -1 for d in v.type.tensor_type.shape.dim]  # noqa: E731
             self.network.io = {
                 "inputs": {i.name: dims(i) for i in model.graph.input},
                 "outputs": {o.name: dims(o) for o in model.graph.output},
             }
-            calls["parsed"] = str(path)
             return True
 
         def get_error(self, i):
@@ -229,9 +237,9 @@ def fake_trt(
             return ok
 
         def get_tensor_shape(self, name):
-            if name in self.engine.inputs:
-                return self.shapes[name]
-            batch = self.shapes[self.engine.inputs[0]][0]
+            if name in self.engine.inputs:  # a static input needs no set_input_shape
+                return self.shapes.get(name, tuple(self.engine.shapes[name]))
+            batch = self.get_tensor_shape(self.engine.inputs[0])[0]
             return (batch, *self.engine.shapes[name][1:])
 
         def set_tensor_address(self, name, ptr):
