@@ -1,9 +1,10 @@
 #!/bin/sh
 # One command for a machine with a CUDA GPU: the gpu/trt-marked tests, then the GEMM sweep
-# (and depth-vs-width where that script takes --device) on the GPU. Results go to
+# (and depth-vs-width where that script takes --device) on the GPU, and the block GEMMs on
+# TensorRT and ONNX Runtime's CUDA provider where installed. Results go to
 # benchmarks/results/gpu/<GPU name>/, never over the committed CPU results.
 # Budget: each step has a timeout; the whole suite stays under 8 minutes on one datacenter
-# GPU (tests 200 s, GEMM sweep 120 s, depth vs width 90 s, plus start-up).
+# GPU (time limits: tests 180 s, GEMM sweeps 90 + 90 + 30 s, depth vs width 60 s).
 #
 # Usage: sh benchmarks/gpu_suite.sh [--dry-run]     (run from anywhere; python on PATH)
 set -eu
@@ -52,15 +53,29 @@ step() {  # step SECONDS RESULT_NAME COMMAND...: run it, keep its result under $
   return 0
 }
 
+has() { [ "$DRY" -eq 1 ] || "$PY" -c "$1" >/dev/null 2>&1; }
+CUDA_EP="import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"
+
 echo "GPU: $GPU -> $OUT"
-step 200 "" "$PY" -m pytest -q -p no:cacheprovider -m "gpu or trt" tests
-step 120 gemm_sweep "$PY" benchmarks/gemm_sweep.py --device cuda --tokens 1600 6400 --iters 20
-if "$PY" benchmarks/depth_vs_width.py --help 2>/dev/null | grep -q -- "--device"; then
-  step 90 depth_vs_width "$PY" benchmarks/depth_vs_width.py --device cuda
+step 180 "" "$PY" -m pytest -q -p no:cacheprovider -m "gpu or trt" tests
+step 90 gemm_sweep "$PY" benchmarks/gemm_sweep.py --device cuda --tokens 1600 6400 --iters 20
+if [ "$DRY" -eq 1 ] || "$PY" benchmarks/depth_vs_width.py --help 2>/dev/null | grep -q -- "--device"; then
+  step 60 depth_vs_width "$PY" benchmarks/depth_vs_width.py --device cuda
 else
   echo "== skipped: benchmarks/depth_vs_width.py has no --device option yet"
 fi
-if [ "$DRY" -eq 0 ] && ! "$PY" -c "import tensorrt" 2>/dev/null; then
-  echo "== note: TensorRT is not installed here, so the trt-marked tests were skipped"
+# The same block GEMMs as one-MatMul ONNX graphs on the engines a deployment runs
+[ "$DRY" -eq 1 ] || mkdir -p "$OUT"
+if has "import tensorrt"; then
+  step 90 "" "$PY" -m pbd_deploy bench gemm --model videomae-s --backend trt --device cuda \
+    --tokens 3200 --iters 20 --json "$OUT/gemm_tensorrt.json"
+else
+  echo "== skipped: TensorRT is not installed here (bench gemm --backend trt)"
+fi
+if has "$CUDA_EP"; then
+  step 30 "" "$PY" -m pbd_deploy bench gemm --model videomae-s --backend ort-cuda --device cuda \
+    --tokens 3200 --iters 20 --json "$OUT/gemm_ort_cuda.json"
+else
+  echo "== skipped: onnxruntime-gpu with the CUDA provider is not installed (--backend ort-cuda)"
 fi
 echo "done: results in $OUT"
