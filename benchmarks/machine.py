@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pbd_deploy.bench.machine import describe_machine  # noqa: F401 (re-exported)
+from pbd_deploy.core.atomic import write_file, write_json
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -13,5 +13,5 @@ RESULTS = Path(__file__).parent / "results"
 def save_results(name: str, result: dict, markdown: str) -> None:
     """Write benchmarks/results/<name>.json and <name>.md."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    write_json(RESULTS / f"{name}.json", result)
+    write_file(RESULTS / f"{name}.md", markdown if markdown.endswith("\n") else markdown + "\n")
