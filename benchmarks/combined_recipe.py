@@ -17,7 +17,9 @@ Writes benchmarks/results/combined_recipe.{json,md}. Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe_machine, save_results  # noqa: E402
+from machine import RESULTS, describe_machine, save_results  # noqa: E402
 
 from pbd_deploy.bench.config import BenchConfig  # noqa: E402
 from pbd_deploy.bench.run import run_bench  # noqa: E402
@@ -87,8 +89,8 @@ def accuracy(args) -> dict:
     base = load_model(args.base)
     dataset = TadDataset(args.data, base.config)
     rows = [_measure("baseline", "-", base, dataset, 0)]
-    for label, cut in CUTS.items():
-        plan = recipes(base.config, cut)
+    for label in args.cuts:
+        plan = recipes(base.config, CUTS[label])
         depth_dir = compressed(args, plan["depth"][0])
         target = count_macs(load_model(depth_dir).config)["total"]
         for recipe, (blocks, prune) in plan.items():
@@ -162,10 +164,19 @@ def latency(args) -> dict:
                              power=False)  # fmt: skip
         load = os.getloadavg()
         bench = run_bench([d for _, _, d in models], config)
+    base = bench["rows"][0]["samples_ms"]
     rows = []
     for (cut, recipe, _), row in zip(models, bench["rows"]):
-        rows.append({"cut": cut, "recipe": recipe, **{k: row[k] for k in (
-            "p50_ms", "p90_ms", "macs", "params", "speedup", "ideal_speedup", "efficiency")}})  # fmt: skip
+        # paired: the median over rounds of the within-round ratio (calls adjacent in time
+        # share the machine's load, so this resists other processes better than p50 / p50)
+        paired = statistics.median(b / o for b, o in zip(base, row["samples_ms"]))
+        rows.append({
+            "cut": cut, "recipe": recipe, "p50_ms": row["latency"]["p50_ms"],
+            "p90_ms": row["latency"]["p90_ms"], "samples_ms": row["samples_ms"],
+            "macs": row["macs"], "params": row["params"], "speedup": row["speedup"],
+            "paired_speedup": paired, "ideal_speedup": row["ideal_speedup"],
+            "efficiency": row["efficiency"], "paired_efficiency": paired / row["ideal_speedup"],
+        })  # fmt: skip
     return {"window": args.latency_window, "iters": args.iters, "load_before": load,
             "load_after": os.getloadavg(), "rows": rows}  # fmt: skip
 
@@ -189,22 +200,25 @@ def markdown(result: dict) -> str:
         f"by call, {result['latency']['iters']} timed calls each after 2 warm-up calls; load "
         f"average {_load(result['latency']['load_before'])} before, "
         f"{_load(result['latency']['load_after'])} after. Speedup = p50 ratio, ideal = MACs "
-        "ratio, efficiency = speedup / ideal.",
+        "ratio, efficiency = speedup / ideal; paired = the median over rounds of the "
+        "within-round latency ratio, which resists the load of other processes better.",
         "",
         "| cut | recipe | tiny: blocks kept | heads / MLP per block | backbone MACs removed "
         "| params removed | test avg mAP | vs baseline | S: GMACs | S: ORT p50 ms | S: speedup "
-        "| S: ideal | S: efficiency |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| S: paired speedup | S: ideal | S: efficiency (paired) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for a, b in zip(acc, lat):
+    speed = {(b["cut"], b["recipe"]): b for b in lat}
+    for a in acc:
+        b = speed[(a["cut"], a["recipe"])]
         widths = f"{_span(a['heads'])} / {_span(a['mlp_dims'])}"
         lines.append(
             f"| {a['cut']} | {a['recipe']} | {len(a['kept_blocks'])} | {widths} "
             f"| {100 * (1 - a['macs_backbone'] / base['macs_backbone']):.1f}% "
             f"| {100 * (1 - a['params'] / base['params']):.1f}% | {100 * a['test_avg_mAP']:.2f} "
             f"| {100 * (a['test_avg_mAP'] - base['test_avg_mAP']):+.2f} | {b['macs'] / 1e9:.1f} "
-            f"| {b['p50_ms']:.0f} | {b['speedup']:.3f} | {b['ideal_speedup']:.3f} "
-            f"| {b['efficiency']:.3f} |"
+            f"| {b['p50_ms']:.0f} | {b['speedup']:.3f} | {b['paired_speedup']:.3f} "
+            f"| {b['ideal_speedup']:.3f} | {b['efficiency']:.3f} ({b['paired_efficiency']:.3f}) |"
         )
     lines += ["", *WHAT_THE_CPU_SHOWS]
     return "\n".join(lines) + "\n"
@@ -232,22 +246,50 @@ def _load(load) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", required=True, help="The trained videomae-tiny model dir.")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--work", required=True, help="Where the compressed models go.")
+    parser.add_argument("--base", help="The trained videomae-tiny model dir.")
+    parser.add_argument("--data")
+    parser.add_argument("--work", help="Where the compressed models go.")
     parser.add_argument("--epochs", type=int, default=1, help="Recovery epochs per block.")
     parser.add_argument("--windows", type=int, default=1, help="Training windows per video.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-window", type=int, default=32)
     parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--cuts", nargs="+", default=list(CUTS), choices=list(CUTS),
+                        help="Accuracy: only these targets (the others are kept).")  # fmt: skip
+    parser.add_argument("--parts", nargs="+", default=["accuracy", "latency"],
+                        help="Run only these parts; the others are kept from the last results.")  # fmt: skip
     args = parser.parse_args()
-    started = time.time()
-    result = {"machine": describe_machine(), "settings": vars(args)}
-    result["accuracy"] = accuracy(args)
-    result["latency"] = latency(args)
-    result["wall_s"] = round(time.time() - started)
-    save_results("combined_recipe", result, markdown(result))
-    print(markdown(result))
+    if "accuracy" in args.parts and not (args.base and args.data and args.work):
+        parser.error("the accuracy part needs --base, --data and --work")
+    for part in args.parts:
+        started = time.time()
+        figures = {"accuracy": accuracy, "latency": latency}[part](args)
+        figures["wall_s"] = round(time.time() - started)
+        result = _previous()  # parts and cuts may run in several processes: merge on save
+        if part == "accuracy" and "accuracy" in result:
+            figures["rows"] = _merge(result["accuracy"]["rows"], figures["rows"])
+        result.update({part: figures, "machine": describe_machine()})
+        result.setdefault("settings", {}).update(
+            {k: v for k, v in vars(args).items() if k != "parts"}
+        )
+        save_results("combined_recipe", result, markdown(result) if _complete(result) else "")
+    print(markdown(result) if _complete(result) else "(run the other part to get the table)")
+
+
+def _merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """Rows of both runs, the new one winning, in table order (baseline, cuts, recipes)."""
+    rows = {(r["cut"], r["recipe"]): r for r in old + new}
+    order = [("-", "baseline")] + [(c, r) for c in CUTS for r in RECIPES]
+    return [rows[key] for key in order if key in rows]
+
+
+def _previous() -> dict:
+    path = RESULTS / "combined_recipe.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _complete(result: dict) -> bool:
+    return "accuracy" in result and "latency" in result
 
 
 if __name__ == "__main__":
