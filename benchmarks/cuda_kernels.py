@@ -5,7 +5,7 @@ Each row times, side by side in one run (median of --repeats), what crosses the 
 runs on the host for one window of VideoMAE-S + ActionFormer on THUMOS14 (768 frames of
 160x213 decoded, 160x160 crop; 6 levels, 378 points, 20 classes):
   preprocess   CPU: model_input (crop, normalise, transpose) + copy of 236 MB float32 to the
-               GPU; kernel: copy of the 59 MB uint8 window + preprocess_f32 in place.
+               GPU; kernel: copy of the 79 MB uint8 window + preprocess_f32 in place.
   decode_topk  CPU: copy of the outputs to the host + window_candidates; kernel: decode_topk
                + copy of the kept candidates.
 and checks that the kernel's result equals the CPU's (float32 within 1e-6, candidates

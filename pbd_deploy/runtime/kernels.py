@@ -2,15 +2,17 @@
 
 Used by the TensorRT backend so that a window stays on the GPU: `preprocess.cu` turns the
 uint8 frames of a window into the engine's normalised input in place (only uint8 crosses the
-bus: 59 MB instead of 236 MB for a 768-frame 160x160 window), and `decode_topk.cu` turns the
+bus: 79 MB of decoded 160x213 frames instead of 236 MB of float32 for a 768-frame 160x160
+window), and `decode_topk.cu` turns the
 engine's outputs into each window's candidates in seconds (only the kept candidates come
 back). Soft-NMS stays on the CPU (`core.nms`, compiled): its decays must be numpy's exp to
 the last bit for identical detections, which a GPU's exp is not.
 
 NVRTC is loaded with ctypes from the `nvidia-cuda-nvrtc-cu12` wheel or the CUDA toolkit
 (JetPack has it); it needs no GPU, so the tests compile every kernel for sm_87 (Orin) and
-sm_90 on any machine. PTX is cached per architecture, modules per device. The modules are
-loaded and launched through the backend's CUDA binding (cuda-python's driver API or pycuda).
+sm_90 on any machine. PTX is compiled once per architecture and process; each TensorRT
+backend loads the modules on its device and launches them on its stream, through its CUDA
+binding (cuda-python's driver API or pycuda).
 Set PBD_CUDA_KERNELS=0 to run the numpy path instead.
 """
 
