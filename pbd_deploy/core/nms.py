@@ -12,7 +12,7 @@ Two implementations of that loop, both exact:
   picks are sequential (each depends on the decays of the ones before), so numpy pays
   several calls per pick, ~30-50 us on a 2-core machine, 200 picks per video: 10-17% of the
   tiny model's inference. The compiled loop costs ~1-2 us per pick. numba has wheels for
-  x86-64 and aarch64 (Jetson). Its exp is the C library's, which can differ from numpy's
+  x86-64 and aarch64 (Jetson); it compiles on first use (~8 s of CPU, once: `cache=True`). Its exp is the C library's, which can differ from numpy's
   SIMD exp in the last bit, so the gaussian decays of the picks are recomputed with numpy and
   the loop replayed with them (`_compiled`); if the replay needs a decay that was not
   recomputed (a last-bit difference changed a pick), the numpy loop runs instead.
