@@ -13,9 +13,9 @@ from typing import Iterator
 
 import numpy as np
 
+from pbd_deploy.core.postprocess import select_topk
 from pbd_deploy.core.video import normalize, take_window, window_starts
 from pbd_deploy.errors import PbdError
-from pbd_deploy.core.postprocess import select_topk
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import torch
 
 from pbd_deploy.core.compare import match_detections, match_predictions
 from pbd_deploy.core.postprocess import PostprocessConfig, postprocess
+from pbd_deploy.core.windows import window_candidates
 from pbd_deploy.export.onnx import example_input
 from pbd_deploy.models.actionformer import point_grid
-from pbd_deploy.core.windows import window_candidates
 
 
 def random_inputs(model, batches: list[int], window: int) -> list[np.ndarray]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from pbd_deploy.core.atomic import output_lock, prepare_output, write_atomically, write_file
-from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.errors import PbdError
 from pbd_deploy.export import parity
 from pbd_deploy.export.config import ExportConfig
 from pbd_deploy.export.onnx import OUTPUT_NAMES, check_window, export_onnx, input_name

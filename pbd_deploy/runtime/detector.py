@@ -9,21 +9,21 @@ from typing import NamedTuple
 import numpy as np
 
 from pbd_deploy.core.atomic import check_folder, write_json
-from pbd_deploy.core.video import decode_video, window_starts
-from pbd_deploy.errors import PbdError
-from pbd_deploy.core.postprocess import PostprocessConfig
-from pbd_deploy.runtime.artifact import (
-    find_onnx_by_hash,
-    load_manifest,
-    resolve_model_path,
-)
 from pbd_deploy.core.nms import fast_postprocess
+from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.core.video import decode_video, window_starts
 from pbd_deploy.core.windows import (
     WindowSpec,
     point_positions,
     points_to_seconds,
     sliding_windows,
     window_candidates,
+)
+from pbd_deploy.errors import PbdError
+from pbd_deploy.runtime.artifact import (
+    find_onnx_by_hash,
+    load_manifest,
+    resolve_model_path,
 )
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pbd_deploy.errors import PbdError
 from pbd_deploy.core.metrics import (
     ACTIVITYNET_THRESHOLDS,
     THUMOS_THRESHOLDS,
@@ -17,6 +16,7 @@ from pbd_deploy.core.metrics import (
     save_predictions,
     segment_iou,
 )
+from pbd_deploy.errors import PbdError
 
 THUMOS_JSON = Path(__file__).resolve().parents[1] / "fixtures" / "thumos14.json"
 

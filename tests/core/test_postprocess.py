@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pbd_deploy.errors import PbdError
 from pbd_deploy.core.postprocess import (
     PostprocessConfig,
     detections_to_dicts,
@@ -15,6 +14,7 @@ from pbd_deploy.core.postprocess import (
     select_topk,
     soft_nms,
 )
+from pbd_deploy.errors import PbdError
 
 
 def _py_iou(a, b):

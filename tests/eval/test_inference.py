@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pbd_deploy.core.annotations import ground_truth, load_annotations
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import evaluate_model
-from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
 from pbd_deploy.models.actionformer import assign_targets, decode_segments, point_grid
 from pbd_deploy.models.detector import Detector
 from tests.conftest import tiny_config

@@ -12,15 +12,15 @@ import pytest
 
 from pbd_deploy.core.annotations import ground_truth
 from pbd_deploy.core.compare import assert_same_detections, assert_same_map, match_predictions
-from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
 from pbd_deploy.core.video import decode_video
+from pbd_deploy.core.windows import point_positions
+from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import detect_video
-from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
 from pbd_deploy.models.actionformer import point_grid
 from pbd_deploy.models.io import load_model
 from pbd_deploy.runtime import Detector
-from pbd_deploy.core.windows import point_positions
 from tests.export.helpers import deployed
 
 REPO = Path(__file__).resolve().parents[2]
