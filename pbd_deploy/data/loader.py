@@ -1,6 +1,6 @@
 """Streaming input: a torch Dataset of (video, window) items, and the DataLoaders over it.
 
-Nothing of an epoch is built ahead but its plan: one small (video, start, crop) tuple per
+Nothing of an epoch is built ahead but its plan: one small (video, start, steps, crop) item per
 window, drawn in the main process with the same random draws, in the same order, as the
 windows used to be cut. Worker processes decode only the windows of each batch (see
 `data.frames`), build the model inputs and the training targets, and hand them over in
