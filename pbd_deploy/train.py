@@ -31,7 +31,7 @@ from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model
 from pbd_deploy.models.actionformer import detection_loss
 from pbd_deploy.models.detector import Detector
-from pbd_deploy.models.io import add_history, load_model, save_model
+from pbd_deploy.models.io import CONFIG_FILE, add_history, load_model, save_model
 from pbd_deploy.models.registry import model_config
 
 log = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ def train_model_dir(
     Returns:
         The training summary (also stored in the model's history and `train_log.json`).
     """
-    out = prepare_output(out_dir, force)
+    out = prepare_output(out_dir, force, marker=CONFIG_FILE)
     state_file = out.with_name(out.name + ".train-state.pt")
     torch.manual_seed(config.seed)  # the fresh model's initialisation is part of the run
     if Path(model).is_dir():

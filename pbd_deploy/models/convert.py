@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from pbd_deploy.core.atomic import prepare_output
 from pbd_deploy.errors import PbdError, reason
 from pbd_deploy.models.detector import Detector, DetectorConfig
-from pbd_deploy.models.io import add_history, save_model
+from pbd_deploy.models.io import CONFIG_FILE, add_history, save_model
 from pbd_deploy.models.opentad_arch import opentad_architecture
 from pbd_deploy.models.registry import model_config
 
@@ -344,7 +344,7 @@ def convert_model_dir(
 ) -> Conversion:
     """`pbd-deploy convert`: checkpoint -> model directory."""
     config = config or ConvertConfig()
-    prepare_output(out_dir, force)
+    prepare_output(out_dir, force, marker=CONFIG_FILE)
     model, conversion = convert_checkpoint(ckpt, class_names, config)
     add_history(
         model,

@@ -8,7 +8,7 @@ from pbd_deploy.core.atomic import prepare_output
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import HeadConfig
 from pbd_deploy.models.detector import Detector, DetectorConfig, InputConfig
-from pbd_deploy.models.io import add_history, save_model
+from pbd_deploy.models.io import CONFIG_FILE, add_history, save_model
 from pbd_deploy.models.vit import BackboneConfig
 
 # AdaTAD's THUMOS14 test setting: 768-frame windows overlapping by half, short side resized
@@ -82,7 +82,7 @@ def model_config(name: str, class_names: list[str], **overrides) -> DetectorConf
 
 def init_model_dir(name: str, out_dir, class_names: list[str], force: bool = False):
     """`pbd-deploy init`: write a freshly initialised model directory."""
-    prepare_output(out_dir, force)
+    prepare_output(out_dir, force, marker=CONFIG_FILE)
     model = Detector(model_config(name, class_names))
     add_history(model, "init", architecture=name)
     return save_model(model, out_dir, force)

@@ -72,3 +72,24 @@ def test_feature_mode_detector_runs():
     model = Detector(config)
     scores, segments = model.predict(torch.randn(2, 24, 16))
     assert scores.shape == (2, 16 + 8 + 4, 3) and segments.shape == (2, 28, 2)
+
+
+def test_force_replaces_a_model_directory_the_toolchain_wrote(tmp_path):
+    """`--force` over an earlier init/train/convert output replaces it; a foreign dir is kept."""
+    from click.testing import CliRunner
+
+    from pbd_deploy.cli import main
+
+    out = tmp_path / "m"
+    args = ["init", "videomae-tiny", "--out", str(out), "--num-classes", "2"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (out / "stale.txt").write_text("from the earlier run")
+    again = CliRunner().invoke(main, args + ["--force"])
+    assert again.exit_code == 0, again.output
+    assert (out / "config.json").is_file() and not (out / "stale.txt").exists()  # replaced
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(main, ["init", "videomae-tiny", "--out", str(foreign),
+                                        "--num-classes", "2", "--force"])  # fmt: skip
+    assert refused.exit_code == 2 and (foreign / "notes.txt").read_text() == "mine"
