@@ -7,7 +7,7 @@ import os
 import click
 
 from pbd_deploy.cli.base import PAST_END, RichProgress, explicit, friendly, main
-from pbd_deploy.compress.config import CRITERIA, LORA_TARGETS, BlockDropConfig
+from pbd_deploy.compress.config import CRITERIA, LORA_TARGETS, BlockDropConfig, RecoveryConfig
 from pbd_deploy.errors import PbdError
 
 D = BlockDropConfig  # defaults shown in --help come from the config dataclass
@@ -20,6 +20,47 @@ def _indices(value: str | None) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise PbdError(f"--drop-indices takes comma-separated integers, e.g. 1,5,9; got {value!r}")
+
+
+def recovery_options(fn):
+    """The recovery options compress and prune share (their `RecoveryConfig` fields)."""
+    R = RecoveryConfig
+    options = [
+        click.option("--batch-size", default=R.batch_size, show_default=True),
+        click.option("--lr", default=R.lr, show_default=True),
+        click.option("--weight-decay", default=R.weight_decay, show_default=True, help="AdamW."),
+        click.option("--warmup-epochs", default=R.warmup_epochs, show_default=True,
+                     help="Linear learning-rate warm-up before the cosine decay."),
+        click.option("--windows-per-video", default=R.windows_per_video, show_default=True,
+                     help="Training windows drawn per video and epoch."),
+        click.option("--lora-rank", type=int, help="LoRA rank [default: width // 4]."),
+        click.option("--lora-alpha", type=float, help="LoRA alpha [default: the rank]."),
+        click.option("--lora-targets", default=",".join(LORA_TARGETS), show_default=True,
+                     help="Linear layers of each block to adapt, e.g. attn.qkv,attn.proj,mlp.fc1."),
+        click.option("--w-feat", default=R.w_feat, show_default=True, help="Cross-depth feature MSE."),
+        click.option("--w-cls", default=R.w_cls, show_default=True, help="Class-score KL."),
+        click.option("--w-reg", default=R.w_reg, show_default=True, help="Regression DIoU to teacher."),
+        click.option("--temperature", default=R.temperature, show_default=True),
+        click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick",
+                     show_default=True,
+                     help="Recovery preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, 5 "
+                     "warm-up, EMA, no decay on norms, drop path, augmentations); given options "
+                     "override it."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options."),
+        click.option("--device", default=R.device, show_default=True),
+        click.option("--workers", default=R.workers, show_default=True,
+                     help="Data loader processes for recovery and validation (0: none)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+                     default=R.precision, show_default=True,
+                     help="Recovery autocast precision (fp16: CUDA only)."),
+        click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward."),
+        click.option("--seed", default=R.seed, show_default=True),
+        PAST_END,
+        click.option("--force", is_flag=True, help="Replace OUT if it exists."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @main.command()
@@ -35,36 +76,9 @@ def _indices(value: str | None) -> list[int] | None:
               help="Part of the training split used to score blocks.")  # fmt: skip
 @click.option("--epochs", default=D.epochs, show_default=True,
               help="Recovery epochs per dropped block (0: no recovery).")  # fmt: skip
-@click.option("--batch-size", default=D.batch_size, show_default=True)
-@click.option("--lr", default=D.lr, show_default=True)
-@click.option("--weight-decay", default=D.weight_decay, show_default=True, help="AdamW.")
-@click.option("--warmup-epochs", default=D.warmup_epochs, show_default=True,
-              help="Linear learning-rate warm-up before the cosine decay.")  # fmt: skip
-@click.option("--windows-per-video", default=D.windows_per_video, show_default=True,
-              help="Training windows drawn per video and epoch.")  # fmt: skip
-@click.option("--lora-rank", type=int, help="LoRA rank [default: width // 4].")
-@click.option("--lora-alpha", type=float, help="LoRA alpha [default: the rank].")
-@click.option("--lora-targets", default=",".join(LORA_TARGETS), show_default=True,
-              help="Linear layers of each block to adapt, e.g. attn.qkv,attn.proj,mlp.fc1.")  # fmt: skip
-@click.option("--w-feat", default=D.w_feat, show_default=True, help="Cross-depth feature MSE.")
-@click.option("--w-cls", default=D.w_cls, show_default=True, help="Class-score KL.")
-@click.option("--w-reg", default=D.w_reg, show_default=True, help="Regression DIoU to teacher.")
-@click.option("--temperature", default=D.temperature, show_default=True)
+@recovery_options
 @click.option("--max-map-drop", type=float,
               help="Stop, keeping the last good model, when val mAP falls more (0.01 = 1 point).")  # fmt: skip
-@click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
-              help="Recovery preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, 5 warm-up, "
-              "EMA, no decay on norms, drop path, augmentations); given options override it.")  # fmt: skip
-@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
-@click.option("--device", default=D.device, show_default=True)
-@click.option("--workers", default=D.workers, show_default=True,
-              help="Data loader processes for recovery and validation (0: none).")  # fmt: skip
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=D.precision,
-              show_default=True, help="Recovery autocast precision (fp16: CUDA only).")  # fmt: skip
-@click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward.")
-@click.option("--seed", default=D.seed, show_default=True)
-@PAST_END
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
 def compress(model_dir, data, out, drop_indices, one_shot, lora_targets, recipe, resume, force,
              **options):  # fmt: skip

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, RichProgress, explicit, friendly, main
-from pbd_deploy.compress.config import IMPORTANCES, LORA_TARGETS, ChannelPruneConfig
+from pbd_deploy.cli.base import RichProgress, explicit, friendly, main
+from pbd_deploy.cli.compress import recovery_options
+from pbd_deploy.compress.config import IMPORTANCES, ChannelPruneConfig
 
 D = ChannelPruneConfig  # defaults shown in --help come from the config dataclass
 
@@ -28,34 +29,7 @@ D = ChannelPruneConfig  # defaults shown in --help come from the config dataclas
               help="Part of the training split used to score channels.")  # fmt: skip
 @click.option("--epochs", default=D.epochs, show_default=True,
               help="Recovery epochs (0: no recovery).")  # fmt: skip
-@click.option("--batch-size", default=D.batch_size, show_default=True)
-@click.option("--lr", default=D.lr, show_default=True)
-@click.option("--weight-decay", default=D.weight_decay, show_default=True, help="AdamW.")
-@click.option("--warmup-epochs", default=D.warmup_epochs, show_default=True,
-              help="Linear learning-rate warm-up before the cosine decay.")  # fmt: skip
-@click.option("--windows-per-video", default=D.windows_per_video, show_default=True,
-              help="Training windows drawn per video and epoch.")  # fmt: skip
-@click.option("--lora-rank", type=int, help="LoRA rank [default: width // 4].")
-@click.option("--lora-alpha", type=float, help="LoRA alpha [default: the rank].")
-@click.option("--lora-targets", default=",".join(LORA_TARGETS), show_default=True,
-              help="Linear layers of each block to adapt, e.g. attn.qkv,attn.proj,mlp.fc1.")  # fmt: skip
-@click.option("--w-feat", default=D.w_feat, show_default=True, help="Cross-depth feature MSE.")
-@click.option("--w-cls", default=D.w_cls, show_default=True, help="Class-score KL.")
-@click.option("--w-reg", default=D.w_reg, show_default=True, help="Regression DIoU to teacher.")
-@click.option("--temperature", default=D.temperature, show_default=True)
-@click.option("--recipe", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
-              help="Recovery preset: quick (CPU-sized) or paper (lr 1e-4, 60 epochs, 5 warm-up, "
-              "EMA, no decay on norms, drop path, augmentations); given options override it.")  # fmt: skip
-@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same options.")
-@click.option("--device", default=D.device, show_default=True)
-@click.option("--workers", default=D.workers, show_default=True,
-              help="Data loader processes for recovery and validation (0: none).")  # fmt: skip
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=D.precision,
-              show_default=True, help="Recovery autocast precision (fp16: CUDA only).")  # fmt: skip
-@click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward.")
-@click.option("--seed", default=D.seed, show_default=True)
-@PAST_END
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@recovery_options
 @friendly
 def prune(model_dir, data, out, importance, lora_targets, recipe, resume, force, **options):
     """Remove attention heads and MLP hidden units of the kept blocks, then recover.
