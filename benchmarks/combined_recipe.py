@@ -229,7 +229,7 @@ def markdown(result: dict) -> str:
         "window (the head length scaled to the window), batch 1, ONNX Runtime CPU, 1 thread, "
         f"models interleaved call by call, {lat['iters']} timed calls each after 2 warm-up "
         f"calls; load average {_load(lat['load_before'])} before, {_load(lat['load_after'])} "
-        "after (other engineers' jobs share the 2 cores). Speedup = p50 ratio, ideal = MACs "
+        "after (other processes share the 2 cores). Speedup = p50 ratio, ideal = MACs "
         "ratio, efficiency = speedup / ideal; paired = the median over rounds of the "
         "within-round latency ratio, which resists the load of other processes better.",
         "",

@@ -182,7 +182,7 @@ def markdown(result: dict) -> str:
         "speedup is the median over rounds of the within-round latency ratio, which resists "
         "the load of other processes better. Depth: blocks 3, 7, 11 of 12 dropped. Width: "
         "every block narrowed (fewer heads of the same size, smaller MLP) to the "
-        "depth-dropped backbone MACs. Two other engineers share these 2 cores: see the load "
+        "depth-dropped backbone MACs. Other processes share these 2 cores: see the load "
         "averages (1/5/15 min) and the p90 / p50 spread.",
         "",
     ]
