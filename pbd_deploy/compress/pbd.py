@@ -2,7 +2,7 @@
 
 `progressive_block_drop(model, data, config)` is the library call behind
 `pbd-deploy compress`; `compress_model_dir` adds the model directory, the report and the
-resumable state around it. See DESIGN.md, "Progressive Block Drop — the algorithm".
+resumable state around it. See docs/compress.md.
 """
 
 from __future__ import annotations
