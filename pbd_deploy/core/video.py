@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -50,23 +51,11 @@ def decode_video(
         if value is not None and value <= 0:
             raise PbdError(f"decode_video: {name} must be positive, got {value}")
     path = Path(path)
-    if not path.is_file():
-        raise PbdError(f"video not found: {path} (check the path)")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise _undecodable(path, "no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # frame+slice threads: several times faster
-            src_fps = _stream_fps(stream, path)
-            timed = _timed_frames(container.decode(stream), stream.time_base, src_fps)
-            picked = _resample(timed, fps, src_fps) if fps is not None else (f for f, _ in timed)
-            frames = _convert(picked, size, crop, path)
-    except PbdError:
-        raise
-    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
-        # FFmpeg's message repeats the errno and path; its strerror alone is the reason.
-        raise _undecodable(path, getattr(exc, "strerror", None) or str(exc)) from None
+    with open_video(path) as (container, stream):
+        src_fps = _stream_fps(stream, path)
+        timed = _timed_frames(container.decode(stream), stream.time_base, src_fps)
+        picked = _resample(timed, fps, src_fps) if fps is not None else (f for f, _ in timed)
+        frames = _convert(picked, size, crop, path)
     if not len(frames):
         raise _undecodable(path, "no frames decoded")
     return frames, float(fps) if fps is not None else src_fps
@@ -191,6 +180,38 @@ def pick_codec(codec: str) -> str:
     return "mpeg4"
 
 
+@contextmanager
+def open_video(path: str | Path):
+    """(container, first video stream) of `path`, with frame and slice threads on.
+
+    A missing file, a file without a video stream and PyAV's errors inside the block
+    become one-line PbdErrors naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PbdError(f"video not found: {path} (check the path)")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise _undecodable(path, "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame+slice threads: several times faster
+            yield container, stream
+    except PbdError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        # FFmpeg's message repeats the errno and path; its strerror alone is the reason.
+        raise _undecodable(path, getattr(exc, "strerror", None) or str(exc)) from None
+
+
+def resized_shape(height: int, width: int, size: int | None) -> tuple[int, int]:
+    """(height, width) after resizing the short side to `size` (aspect kept, rounded)."""
+    if not size:
+        return height, width
+    scale = size / min(width, height)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def _undecodable(path: Path, reason: str) -> PbdError:
     return PbdError(f"cannot decode video {path}: {reason} (re-encode it or remove it)")
 
@@ -231,10 +252,7 @@ def _resample(timed: Iterator[tuple[object, float]], fps: float, src_fps: float)
 
 
 def _to_rgb(frame, size: int | None, crop: int | None, path: Path) -> np.ndarray:
-    width, height = frame.width, frame.height
-    if size:
-        scale = size / min(width, height)
-        width, height = max(1, round(width * scale)), max(1, round(height * scale))
+    height, width = resized_shape(frame.height, frame.width, size)
     rgb = frame.to_ndarray(width=width, height=height, format="rgb24")  # (H, W, 3) uint8
     if not crop:
         return rgb

@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
-from pbd_deploy.core.video import decode_video
+from pbd_deploy.core.video import decode_video, open_video, resized_shape
 from pbd_deploy.errors import PbdError
 
 _TIME_EPS = 1e-6  # as in core.video: absorbs the rounding of rational timestamps
@@ -53,35 +52,13 @@ class VideoIndex:
         return resized_shape(self.height, self.width, size)
 
 
-def resized_shape(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """The arithmetic of `core.video.decode_video`'s resize (aspect kept, rounded)."""
-    if not size:
-        return height, width
-    scale = size / min(width, height)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def index_video(path: str | Path, fps: float | None = None) -> VideoIndex | None:
     """The packet index of a video; None when its packets lack timestamps (then decode all)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PbdError(f"video not found: {path} (check the path)")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise PbdError(f"cannot decode video {path}: no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            packets = [p.pts for p in container.demux(stream) if p.size]
-            time_base = stream.time_base
-            width, height = stream.codec_context.width, stream.codec_context.height
-    except PbdError:
-        raise
-    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise PbdError(
-            f"cannot decode video {path}: {reason} (re-encode it or remove it)"
-        ) from None
+    with open_video(path) as (container, stream):
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        packets = [p.pts for p in container.demux(stream) if p.size]
+        time_base = stream.time_base
+        width, height = stream.codec_context.width, stream.codec_context.height
     if not packets or any(p is None for p in packets) or not rate or not width:
         return None
     pts = np.sort(np.asarray(packets, dtype=np.int64))
@@ -109,24 +86,16 @@ def read_steps(index: VideoIndex, start: int, count: int, size: int | None) -> n
     needed = {int(index.pts[j]): None for j in np.unique(wanted)}
     first, last = min(needed), max(needed)
     height, width = index.shape(size)
-    try:
-        with av.open(index.path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for seek in (True, False):  # fall back to decoding from the start
-                container.seek(first if seek else 0, stream=stream, backward=True)
-                for frame in container.decode(stream):
-                    if frame.pts is None or frame.pts > last:
-                        break
-                    if frame.pts in needed:
-                        needed[frame.pts] = frame.to_ndarray(
-                            width=width, height=height, format="rgb24"
-                        )
-                if all(v is not None for v in needed.values()):
+    with open_video(index.path) as (container, stream):
+        for seek in (True, False):  # fall back to decoding from the start
+            container.seek(first if seek else 0, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.pts > last:
                     break
-    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise PbdError(f"cannot decode video {index.path}: {reason} (re-encode it)") from None
+                if frame.pts in needed:
+                    needed[frame.pts] = frame.to_ndarray(width=width, height=height, format="rgb24")
+            if all(v is not None for v in needed.values()):
+                break
     if any(v is None for v in needed.values()):
         # Timestamps the decoder does not reproduce: decode the whole file once instead.
         frames, _ = decode_video(index.path, fps=index.fps, size=size)

@@ -11,7 +11,7 @@ import numpy as np
 from pbd_deploy.core.atomic import check_folder, write_json
 from pbd_deploy.core.nms import fast_postprocess
 from pbd_deploy.core.postprocess import PostprocessConfig
-from pbd_deploy.core.video import decode_video, window_starts
+from pbd_deploy.core.video import decode_video, resized_shape, window_starts
 from pbd_deploy.core.windows import (
     WindowSpec,
     point_positions,
@@ -193,8 +193,7 @@ def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
         return frames
     import av
 
-    scale = short_side / min(h, w)
-    width, height = max(1, round(w * scale)), max(1, round(h * scale))
+    height, width = resized_shape(h, w, short_side)
     return np.stack(
         [
             av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").to_ndarray(
