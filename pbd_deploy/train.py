@@ -23,9 +23,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pbd_deploy.core.annotations import PAST_END_POLICIES, load_annotations
 from pbd_deploy.core.atomic import output_lock, prepare_output
+from pbd_deploy.core.config import check_workers
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
-from pbd_deploy.data.loader import Batcher, TrainLoader, check_workers  # noqa: F401 (Batcher: re-export)
+from pbd_deploy.data.loader import Batcher, TrainLoader  # noqa: F401 (Batcher: re-export)
 from pbd_deploy.data.resume import RunState, cpu_state, fingerprint
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model

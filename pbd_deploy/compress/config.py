@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from pbd_deploy.core import config as config_io
 from pbd_deploy.core.annotations import PAST_END_POLICIES
+from pbd_deploy.core.config import check_workers
 from pbd_deploy.errors import PbdError
 
 CRITERIA = ("map", "loss", "mse")
@@ -68,7 +69,6 @@ class RecoveryConfig:
                 raise PbdError(f"--{name.replace('_', '-')} must not be negative")
         if self.temperature <= 0:
             raise PbdError("--temperature must be positive")
-        from pbd_deploy.data.loader import check_workers
         from pbd_deploy.train import check_device, check_precision, recipe_options
 
         recipe_options(self.recipe, type(self))  # a known name

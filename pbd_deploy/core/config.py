@@ -81,3 +81,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def check_workers(workers: int) -> None:
+    """`--workers`: data loader processes, 0 = load in the main process."""
+    if not isinstance(workers, int) or workers < 0:
+        raise PbdError(f"--workers must be 0 (load in the main process) or more, got {workers}")

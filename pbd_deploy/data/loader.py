@@ -17,16 +17,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pbd_deploy.core.annotations import VideoInfo
+from pbd_deploy.core.config import check_workers
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
-from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import assign_targets, point_grid
 from pbd_deploy.models.detector import DetectorConfig
-
-
-def check_workers(workers: int) -> None:
-    if not isinstance(workers, int) or workers < 0:
-        raise PbdError(f"--workers must be 0 (load in the main process) or more, got {workers}")
 
 
 class Batcher:

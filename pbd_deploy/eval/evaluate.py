@@ -11,6 +11,7 @@ from typing import Callable
 
 from pbd_deploy.core.annotations import ground_truth, load_annotations
 from pbd_deploy.core.atomic import check_folder
+from pbd_deploy.core.config import check_workers
 from pbd_deploy.core.metrics import (
     ACTIVITYNET_THRESHOLDS,
     THUMOS_THRESHOLDS,
@@ -43,8 +44,7 @@ def evaluate_path(
     A model directory reads its windows with `workers` loader processes; under torchrun its
     videos are split across ranks and every rank returns the same result.
     """
-    if not isinstance(workers, int) or workers < 0:
-        raise PbdError(f"--workers must be 0 (load in the main process) or more, got {workers}")
+    check_workers(workers)
     levels = THRESHOLDS[thresholds]
     if save_predictions:
         check_folder(save_predictions, "--save-predictions")
