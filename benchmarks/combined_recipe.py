@@ -350,18 +350,6 @@ def _previous() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """Rows of both runs, the new one winning, in table order (baseline, cuts, recipes)."""
-    rows = {(r["cut"], r["recipe"]): r for r in old + new}
-    order = [("-", "baseline")] + [(c, r) for c in CUTS for r in RECIPES]
-    return [rows[key] for key in order if key in rows]
-
-
-def _previous() -> dict:
-    path = RESULTS / "combined_recipe.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _complete(result: dict) -> bool:
     return "accuracy" in result and "latency" in result
 
