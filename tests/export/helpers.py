@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -29,3 +30,20 @@ def deployed(tmp_path_factory, data: Path) -> Path:
         config = ExportConfig(fp16=True, int8=True, calib=str(data))
         export_model(model_dir, root / "deploy", config, force=True)
     return root / "deploy"
+
+
+def fake_dynamic_engine(tmp_path_factory, data: Path, out: Path, trt, device) -> Path:
+    """A dynamic-batch (1..4) engine of the tiny export, built by the stand-in `trt` on
+    `device` into `out` beside its model.json and model.onnx; returns the engine path."""
+    from pbd_deploy.export.config import EngineConfig
+    from pbd_deploy.export.tensorrt import build_engine
+
+    export = deployed(tmp_path_factory, data)
+    manifest = json.loads((export / "model.json").read_text())
+    manifest["input"]["shape"] = ["batch", 3, 32, 32, 32]
+    (out / "model.json").write_text(json.dumps(manifest))
+    (out / "model.onnx").write_bytes((export / "model.onnx").read_bytes())
+    config = EngineConfig(min_shape=(1, 32), opt_shape=(2, 32), max_shape=(4, 32),
+                          timing_cache=str(out / "t.cache"))  # fmt: skip
+    build_engine(out / "model.onnx", out / "model.engine", config, trt, device)
+    return out / "model.engine"

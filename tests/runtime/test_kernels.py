@@ -2,7 +2,6 @@
 on a GPU (`gpu`-marked) each equals its numpy reference; the loader falls back in one line."""
 
 import ctypes
-import json
 import logging
 import re
 
@@ -256,23 +255,14 @@ def test_tensorrt_runtime_with_kernels_gives_the_numpy_path_detections(
     import sys
 
     import pbd_deploy.runtime.trt_backend as trt_backend
-    from pbd_deploy.export.config import EngineConfig
-    from pbd_deploy.export.tensorrt import build_engine
     from pbd_deploy.runtime import Detector
     from pbd_deploy.runtime.engine_meta import DeviceInfo
     from tests.export.fake_trt import Cuda, fake_trt
-    from tests.export.helpers import deployed
+    from tests.export.helpers import fake_dynamic_engine
 
-    export = deployed(tmp_path_factory, synth_data)
-    manifest = json.loads((export / "model.json").read_text())
-    manifest["input"]["shape"] = ["batch", 3, 32, 32, 32]
-    (tmp_path / "model.json").write_text(json.dumps(manifest))
-    (tmp_path / "model.onnx").write_bytes((export / "model.onnx").read_bytes())
     trt = fake_trt("10.3.0")
-    config = EngineConfig(min_shape=(1, 32), opt_shape=(2, 32), max_shape=(4, 32),
-                          timing_cache=str(tmp_path / "t.cache"))  # fmt: skip
     h100 = DeviceInfo("10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), 132)
-    build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", config, trt, h100)
+    engine = fake_dynamic_engine(tmp_path_factory, synth_data, tmp_path, trt, h100)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(trt_backend, "open_cuda", Cuda)
     monkeypatch.setattr(kernels, "_Launcher", _EmulatedLauncher)
@@ -281,7 +271,7 @@ def test_tensorrt_runtime_with_kernels_gives_the_numpy_path_detections(
 
     def detections(kernels_on: str):
         monkeypatch.setenv("PBD_CUDA_KERNELS", kernels_on)
-        detector = Detector(tmp_path / "model.engine")
+        detector = Detector(engine)
         assert (detector.backend.kernels is not None) == (kernels_on == "1")
         return detector.detect(frames, fps=10.0, batch_size=2)
 

@@ -4,7 +4,6 @@ The fake engine computes mean(input) + position per batch item (tests/export/fak
 so a replayed graph that returned another shape's or an old run's outputs would show.
 """
 
-import json
 import sys
 import threading
 import types
@@ -13,11 +12,9 @@ import numpy as np
 import pytest
 
 from pbd_deploy.errors import PbdError
-from pbd_deploy.export.config import EngineConfig
-from pbd_deploy.export.tensorrt import build_engine
 from pbd_deploy.runtime.engine_meta import DeviceInfo
 from tests.export.fake_trt import Cuda, fake_trt
-from tests.export.helpers import deployed
+from tests.export.helpers import fake_dynamic_engine
 
 H100 = DeviceInfo("10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), 132)
 
@@ -27,19 +24,12 @@ def backend(tmp_path_factory, synth_data, tmp_path, monkeypatch):
     """A TrtBackend over a dynamic-batch fake engine, with the fake CUDA device."""
     import pbd_deploy.runtime.trt_backend as module
 
-    export = deployed(tmp_path_factory, synth_data)
-    manifest = json.loads((export / "model.json").read_text())
-    manifest["input"]["shape"] = ["batch", 3, 32, 32, 32]
-    (tmp_path / "model.json").write_text(json.dumps(manifest))
-    (tmp_path / "model.onnx").write_bytes((export / "model.onnx").read_bytes())
     trt = fake_trt("10.3.0")
-    config = EngineConfig(min_shape=(1, 32), opt_shape=(2, 32), max_shape=(4, 32),
-                          timing_cache=str(tmp_path / "t.cache"))  # fmt: skip
-    build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", config, trt, H100)
+    engine = fake_dynamic_engine(tmp_path_factory, synth_data, tmp_path, trt, H100)
     cuda = Cuda()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(module, "open_cuda", lambda: cuda)
-    yield module.TrtBackend(tmp_path / "model.engine"), cuda
+    yield module.TrtBackend(engine), cuda
     trt.Context.fail_next = False
 
 
