@@ -26,7 +26,7 @@ from pbd_deploy.core.atomic import output_lock, prepare_output
 from pbd_deploy.core.config import check_workers
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
-from pbd_deploy.data.loader import Batcher, TrainLoader  # noqa: F401 (Batcher: re-export)
+from pbd_deploy.data.loader import TrainLoader
 from pbd_deploy.data.resume import RunState, cpu_state, fingerprint
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model

@@ -22,11 +22,11 @@ from torch import nn
 
 from pbd_deploy.core.annotations import VideoInfo
 from pbd_deploy.data.dataset import TadDataset
+from pbd_deploy.data.loader import Batcher
 from pbd_deploy.models.actionformer import detection_loss
 from pbd_deploy.models.detector import Detector
 from pbd_deploy.models.vit import Attention
 from pbd_deploy.optional import require
-from pbd_deploy.train import Batcher
 
 
 class SplitAttention(nn.Module):
