@@ -28,9 +28,17 @@ class InputConfig:
     In video mode a window is `window` frames sampled at `fps`, resized (short side) to
     `resize` and centre-cropped to `crop`. In feature mode it is `window` rows of a
     pre-extracted (T, feature_dim) array, each row covering `feature_stride` frames.
+
+    `sampling` says how a video becomes windows: "rate" resamples it to `fps` and slides
+    windows over it (`stride` apart); "resize" picks `window` frames spread over the whole
+    video with OpenTAD's `LoadFrames(method="resize")` indices (`core.video.resize_indices`),
+    one window per video whatever its length, as OpenTAD's ActivityNet configs do. Head
+    point p of a resized video is at p / head length * duration seconds (OpenTAD's
+    `convert_to_seconds`).
     """
 
     mode: str = "video"
+    sampling: str = "rate"
     window: int = 768
     stride: int | None = None  # sliding-window stride at inference; default 3/4 of the window
     fps: float | None = None  # resample videos to this rate; None keeps each file's rate
@@ -46,8 +54,21 @@ class InputConfig:
             raise PbdError(f"input mode must be 'video' or 'features', not {self.mode!r}")
         if self.mode == "features" and not self.feature_dim:
             raise PbdError("feature mode needs input.feature_dim")
-        if self.stride is None:
-            self.stride = max(1, self.window * 3 // 4)
+        if self.sampling not in ("rate", "resize"):
+            raise PbdError(f"input sampling must be 'rate' or 'resize', not {self.sampling!r}")
+        if self.sampling == "resize" and self.mode == "features":
+            raise PbdError(
+                "input sampling 'resize' works on videos only: resizing feature files "
+                "(OpenTAD's ResizeFeat) is not supported; use sampling 'rate'"
+            )
+        if self.sampling == "resize" and self.fps is not None:
+            raise PbdError(
+                f"input sampling 'resize' picks {self.window} frames from every frame of "
+                f"the file, so input.fps ({self.fps}) must be unset; convert the videos' "
+                "rate beforehand (OpenTAD's ActivityNet videos are 15 fps)"
+            )
+        if self.stride is None:  # one window per video when resizing
+            self.stride = self.window if self.sampling == "resize" else max(1, self.window * 3 // 4)
         self.mean, self.std = tuple(self.mean), tuple(self.std)
 
     @property
