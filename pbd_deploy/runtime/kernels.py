@@ -8,11 +8,12 @@ engine's outputs into each window's candidates in seconds (only the kept candida
 back). Soft-NMS stays on the CPU (`core.nms`, compiled): its decays must be numpy's exp to
 the last bit for identical detections, which a GPU's exp is not.
 
-NVRTC is loaded with ctypes from the `nvidia-cuda-nvrtc-cu12` wheel or the CUDA toolkit
-(JetPack has it); it needs no GPU, so the tests compile every kernel for sm_87 (Orin) and
-sm_90 on any machine. PTX is compiled once per architecture and process; each TensorRT
-backend loads the modules on its device and launches them on its stream, through its CUDA
-binding (cuda-python's driver API or pycuda).
+NVRTC is loaded with ctypes from NVIDIA's wheel (`nvidia-cuda-nvrtc-cu12`, or
+`nvidia-cuda-nvrtc` 13.x for CUDA 13) or the CUDA toolkit (JetPack has it); it needs no
+GPU, so the tests compile every kernel for sm_87 (Orin) and sm_90 on any machine. Each
+kernel is compiled once per architecture and process, to CUBIN for the GPU it runs on; each
+TensorRT backend loads the modules on its device and launches them on its stream, through
+its CUDA binding (cuda-python's driver API or pycuda).
 Set PBD_CUDA_KERNELS=0 to run the numpy path instead.
 """
 
@@ -47,11 +48,17 @@ def kernel_source(name: str) -> str:
     return (resources.files("pbd_deploy") / "kernels" / f"{name}.cu").read_text()
 
 
+# NVRTC's place in NVIDIA's wheels: CUDA 12's nvidia-cuda-nvrtc-cu12 has nvidia/cuda_nvrtc/lib,
+# CUDA 13's nvidia-cuda-nvrtc (13.x) puts every library of the toolkit in nvidia/cu13/lib
+WHEEL_PACKAGES = ("nvidia.cuda_nvrtc", "nvidia.cu13")
+
+
 def _nvrtc_candidates() -> list[str]:
-    found = []
-    spec = importlib.util.find_spec("nvidia.cuda_nvrtc") if _has_nvidia() else None
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        found += sorted(glob.glob(str(Path(root) / "lib" / "libnvrtc.so*")))
+    found = _pathfinder_nvrtc()
+    for package in WHEEL_PACKAGES if _has_nvidia() else ():
+        spec = importlib.util.find_spec(package)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            found += sorted(glob.glob(str(Path(root) / "lib" / "libnvrtc.so*")))
     name = ctypes.util.find_library("nvrtc")
     found += [name] if name else []
     for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
@@ -61,12 +68,24 @@ def _nvrtc_candidates() -> list[str]:
     return [f for f in found if "builtins" not in f and ".alt." not in f]
 
 
+def _pathfinder_nvrtc() -> list[str]:
+    """The libnvrtc that cuda-python's own finder (cuda.pathfinder, installed with
+    cuda-bindings >= 12.9) loads: NVIDIA wheels of any layout, conda, CUDA_HOME."""
+    if importlib.util.find_spec("cuda") is None:
+        return []
+    try:
+        pathfinder = importlib.import_module("cuda.pathfinder")
+        return [pathfinder.load_nvidia_dynamic_lib("nvrtc").abs_path]
+    except Exception:  # not installed, or no NVRTC where it looks: the other places follow
+        return []
+
+
 def _has_nvidia() -> bool:
     return importlib.util.find_spec("nvidia") is not None
 
 
 class Nvrtc:
-    """The few NVRTC calls that compile one source to PTX (ctypes, any CUDA 12/13 NVRTC)."""
+    """The few NVRTC calls that compile one source to PTX or CUBIN (ctypes, CUDA 12/13)."""
 
     def __init__(self):
         errors = []
@@ -80,7 +99,8 @@ class Nvrtc:
         else:
             raise PbdError(
                 "NVRTC not found (" + "; ".join(errors[-2:]) + "); install it with: pip "
-                "install nvidia-cuda-nvrtc-cu12 (or use the CUDA toolkit's libnvrtc)"
+                "install nvidia-cuda-nvrtc-cu12 (CUDA 13: nvidia-cuda-nvrtc; or use the CUDA "
+                "toolkit's libnvrtc)"
             )
         self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
 
@@ -94,7 +114,8 @@ class Nvrtc:
         return major.value, minor.value
 
     def compile(self, source: str, name: str, arch: str) -> bytes:
-        """PTX of `source` for a virtual architecture such as "compute_87"."""
+        """PTX of `source` for a virtual architecture such as "compute_87", or CUBIN (an
+        ELF image) for a real one such as "sm_90"."""
         prog = ctypes.c_void_p()
         self._ok(
             self.lib.nvrtcCreateProgram(
@@ -112,23 +133,25 @@ class Nvrtc:
                 text = ctypes.create_string_buffer(size.value)
                 self.lib.nvrtcGetProgramLog(prog, text)
                 raise PbdError(f"NVRTC could not compile {name} for {arch}:\n{text.value.decode()}")
+            kind = "CUBIN" if arch.startswith("sm_") else "PTX"
             size = ctypes.c_size_t()
-            self._ok(self.lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "PTX size")
-            ptx = ctypes.create_string_buffer(size.value)
-            self._ok(self.lib.nvrtcGetPTX(prog, ptx), "PTX")
-            return ptx.raw
+            self._ok(getattr(self.lib, f"nvrtcGet{kind}Size")(prog, ctypes.byref(size)), kind)
+            image = ctypes.create_string_buffer(size.value)
+            self._ok(getattr(self.lib, f"nvrtcGet{kind}")(prog, image), kind)
+            return image.raw
         finally:
             self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
 @functools.lru_cache(maxsize=None)
 def compile_ptx(name: str, arch: str) -> bytes:
-    """PTX (NUL-terminated) of kernels/<name>.cu for `arch` ("compute_87", "compute_90" ...)."""
+    """PTX (NUL-terminated) of kernels/<name>.cu for `arch` ("compute_87", "compute_90" ...),
+    or its CUBIN for a real architecture ("sm_87", "sm_90" ...)."""
     return Nvrtc().compile(kernel_source(name), f"{name}.cu", arch)
 
 
 class _Launcher:
-    """Loads PTX and launches its kernels on a `runtime.cuda` binding's stream."""
+    """Loads PTX or CUBIN and launches its kernels on a `runtime.cuda` binding's stream."""
 
     def __init__(self, cuda, ptx: bytes, names):
         self.cuda = cuda
@@ -138,7 +161,7 @@ class _Launcher:
         else:
             self.drv = importlib.import_module("cuda.bindings.driver")
             cuda.rt.cudaFree(0)  # the primary context current on this thread
-            image = np.frombuffer(ptx, np.uint8)  # NUL-terminated PTX text
+            image = np.frombuffer(ptx, np.uint8)  # CUBIN, or NUL-terminated PTX text
             module = self._ok(self.drv.cuModuleLoadData(image.ctypes.data))
             self.functions = {
                 n: self._ok(self.drv.cuModuleGetFunction(module, n.encode())) for n in names
@@ -176,7 +199,10 @@ class CudaKernels:
     def __init__(self, cuda):
         self.cuda = cuda
         _, (major, minor) = cuda.device()
-        self.arch = f"compute_{major}{minor}"
+        # CUBIN for this GPU, not PTX: a driver JIT-compiles only PTX of its own CUDA version
+        # or older, while CUBIN from a newer NVRTC of the same major loads (e.g. NVRTC 13.5
+        # with the driver of CUDA 13.0)
+        self.arch = f"sm_{major}{minor}"
         with cuda.active():
             self.launchers = {
                 name: _Launcher(cuda, compile_ptx(name, self.arch), entries)
@@ -283,5 +309,5 @@ def load_kernels(cuda) -> CudaKernels | None:
     except Exception as exc:  # any failure (no NVRTC, old driver, ...) keeps the numpy path
         log.info("CUDA kernels not loaded, pre- and post-processing in numpy: %s", exc)
         return None
-    log.info("CUDA kernels loaded for %s (NVRTC, PTX cached)", kernels.arch)
+    log.info("CUDA kernels loaded for %s (NVRTC, CUBIN cached)", kernels.arch)
     return kernels

@@ -43,6 +43,33 @@ def test_every_kernel_compiles_to_ptx(name, arch):
         assert "div.rn.f32" in ptx and "div.approx" not in ptx and "div.full" not in ptx
 
 
+@pytest.mark.parametrize("name", sorted(kernels.KERNELS))
+def test_a_real_architecture_gets_cubin(name):
+    """What CudaKernels loads on a GPU: an ELF image for that GPU, loadable by a driver of an
+    older CUDA minor version than the NVRTC (PTX would need a driver as new as NVRTC)."""
+    _nvrtc()
+    image = kernels.compile_ptx(name, "sm_90")
+    assert image.startswith(b"\x7fELF")
+    for entry in kernels.KERNELS[name]:
+        assert entry.encode() in image
+
+
+@pytest.mark.parametrize(
+    "package, library",
+    [("cuda_nvrtc", "libnvrtc.so.12"), ("cu13", "libnvrtc.so.13")],  # CUDA 12 / 13 wheels
+)
+def test_nvrtc_is_found_in_either_wheel_layout(package, library, tmp_path, monkeypatch):
+    lib = tmp_path / "nvidia" / package / "lib"
+    lib.mkdir(parents=True)
+    for name in (library, "libnvrtc-builtins.so.13.0"):
+        (lib / name).write_bytes(b"")
+    monkeypatch.setattr(kernels, "_pathfinder_nvrtc", lambda: [])
+    monkeypatch.syspath_prepend(str(tmp_path))  # `nvidia` is a namespace package
+    candidates = kernels._nvrtc_candidates()
+    assert str(lib / library) in candidates
+    assert not any("builtins" in c for c in candidates)
+
+
 def test_without_fmad_false_the_decode_would_fuse(monkeypatch):
     """The check above can fail: NVRTC's default contracts decode_topk's multiply-add."""
     monkeypatch.setattr(kernels, "NVRTC_OPTIONS", ("--std=c++14",))
@@ -66,7 +93,7 @@ def test_a_compile_error_names_the_kernel_and_the_line():
 
 def test_missing_nvrtc_is_one_line_naming_the_wheel(monkeypatch):
     monkeypatch.setattr(kernels, "_nvrtc_candidates", lambda: ["/nonexistent/libnvrtc.so"])
-    with pytest.raises(PbdError, match="pip install nvidia-cuda-nvrtc-cu12") as err:
+    with pytest.raises(PbdError, match="pip install nvidia-cuda-nvrtc-cu12.*CUDA 13") as err:
         kernels.Nvrtc()
     assert "\n" not in str(err.value)
 
