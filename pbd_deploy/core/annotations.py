@@ -20,7 +20,8 @@ from pbd_deploy.errors import PbdError
 
 log = logging.getLogger(__name__)
 
-# Accepted subset names (case-insensitive) and the split role each one feeds.
+# Accepted subset names (case-insensitive) and the split role each one feeds, under the
+# default names (`--subsets default`).
 SUBSET_ROLES = {
     "training": "train",
     "train": "train",
@@ -30,6 +31,23 @@ SUBSET_ROLES = {
     "test": "test",
 }
 ROLES = ("train", "val", "test")
+
+# What a subset may feed under `--subsets`: a split role; "train+val" (its videos train,
+# and a stable-hash HELD_OUT_FRACTION of them is held out as val); "none" (left out).
+SUBSET_TARGETS = (*ROLES, "train+val", "none")
+
+# `--subsets` presets. "default" also applies the THUMOS14 rule (see `_assign_roles`): a
+# file without training videos (THUMOS14's own: Validation + Test) trains on its
+# validation videos, HELD_OUT_FRACTION of them held out as val.
+SUBSET_PRESETS = {
+    "default": SUBSET_ROLES,
+    # OpenTAD's THUMOS14 file (thumos_14_anno.json) calls THUMOS's validation videos
+    # "training" and its test videos "validation"; OpenTAD trains on the first and tests
+    # on the second. Checkpoints are selected on videos held out of "training".
+    "opentad-thumos": {"training": "train+val", "validation": "test"},
+    # ActivityNet-1.3 as OpenTAD evaluates it: on "validation" ("testing" has no labels).
+    "opentad-anet": {"training": "train+val", "validation": "test", "testing": "none"},
+}
 
 # Segment ends may overshoot the duration by this much without comment: durations come
 # from container metadata and annotators' tools round differently (ActivityNet has many
@@ -73,17 +91,73 @@ class VideoInfo:
 
     @property
     def role(self) -> str:
-        """The split role ('train', 'val' or 'test') named by this video's subset."""
+        """The split role ('train', 'val' or 'test') named by this video's subset under the
+        default names (`Annotations.split` applies the `--subsets` mapping)."""
         return SUBSET_ROLES[self.subset.lower()]
 
 
-class Annotations:
-    """A validated annotation database with deterministic train/val/test splits."""
+def subset_roles(subsets: str) -> dict[str, str]:
+    """The subset -> role mapping that a `--subsets` value names.
 
-    def __init__(self, videos: dict[str, VideoInfo]):
+    Args:
+        subsets: a preset name (SUBSET_PRESETS: default, opentad-thumos, opentad-anet), or
+            comma-separated SUBSET=ROLE pairs, e.g. "training=train+val,validation=test".
+            Subset names are matched case-insensitively; a role is one of SUBSET_TARGETS.
+
+    Returns:
+        Lower-case subset name -> role ("train", "val", "test", "train+val" or "none").
+
+    Raises:
+        PbdError: an unknown preset or role, a malformed or repeated pair, or both a val
+            subset and a train+val subset (val would have two sources).
+    """
+    if not isinstance(subsets, str):
+        raise PbdError(f"--subsets takes a string, got {_short(subsets)}")
+    spec = subsets
+    if spec in SUBSET_PRESETS:
+        return dict(SUBSET_PRESETS[spec])
+    if "=" not in spec:
+        raise PbdError(
+            f"unknown --subsets preset {spec!r}; use {', '.join(SUBSET_PRESETS)}, or "
+            "SUBSET=ROLE pairs such as training=train+val,validation=test"
+        )
+    roles: dict[str, str] = {}
+    for pair in spec.split(","):
+        name, sep, role = (part.strip() for part in pair.partition("="))
+        if not (sep and name):
+            raise PbdError(
+                f"--subsets: {pair.strip()!r} is not SUBSET=ROLE "
+                "(e.g. training=train+val,validation=test)"
+            )
+        if role.lower() not in SUBSET_TARGETS:
+            raise PbdError(
+                f"--subsets {name}={role}: unknown role {role!r}; use {', '.join(SUBSET_TARGETS)}"
+            )
+        if name.lower() in roles:
+            raise PbdError(f"--subsets maps subset {name!r} twice; give each subset once")
+        roles[name.lower()] = role.lower()
+    val = sorted(n for n, r in roles.items() if r == "val")
+    held = sorted(n for n, r in roles.items() if r == "train+val")
+    if val and held:
+        raise PbdError(
+            f"--subsets maps {val[0]!r} to val and {held[0]!r} to train+val: val would come "
+            f"from both; map {held[0]} to train, or {val[0]} to another role"
+        )
+    return roles
+
+
+class Annotations:
+    """A validated annotation database with deterministic train/val/test splits.
+
+    `subsets` (a `--subsets` value, see `subset_roles`) says which split role each
+    annotation subset feeds.
+    """
+
+    def __init__(self, videos: dict[str, VideoInfo], subsets: str = "default"):
         self.videos = videos
+        self.subsets = subsets
         self.class_names = sorted({a.label for v in videos.values() for a in v.annotations})
-        self._splits = _assign_roles(videos.values())
+        self._splits = _assign_roles(videos.values(), subsets)
 
     @property
     def num_instances(self) -> int:
@@ -98,24 +172,36 @@ class Annotations:
         """Videos of one split role, sorted by video id.
 
         Args:
-            role: 'train', 'val' or 'test' (or training/validation/testing).
+            role: 'train', 'val' or 'test' (under the default names also training,
+                validation or testing).
 
         Returns:
-            The videos in that role. Without a training subset (THUMOS14), train is the
-            validation subset minus a hash-chosen ~15% held out as val.
+            The videos in that role, as the `subsets` mapping assigns them. Under the
+            default names without a training subset (THUMOS14), train is the validation
+            subset minus a hash-chosen ~15% held out as val.
 
         Raises:
             PbdError: unknown role, or no videos in that role.
         """
-        key = SUBSET_ROLES.get(role.lower())
+        default = self.subsets == "default"
+        key = role.lower() if role.lower() in ROLES else None
+        if key is None and default:
+            key = SUBSET_ROLES.get(role.lower())
         if key is None:
-            raise PbdError(f"unknown split '{role}' (use train, val or test)")
+            names = "" if default else f"; under --subsets {self.subsets} a split names a role"
+            raise PbdError(f"unknown split '{role}' (use train, val or test{names})")
         videos = self._splits[key]
         if not videos:
             present = ", ".join(sorted({v.subset for v in self.videos.values()})) or "none"
+            if default:
+                where, fix = "", "pick another split or add videos with that subset"
+            else:
+                where = f" under --subsets {self.subsets}"
+                fix = f"map a subset to {key} with --subsets"
+            if key == "val":
+                fix += " (or SUBSET=train+val to hold out 15% of a training subset)"
             raise PbdError(
-                f"no videos in split '{role}' (subsets present: {present}); "
-                "pick another split or add videos with that subset"
+                f"no videos in split '{role}'{where} (subsets present: {present}); {fix}"
             )
         return list(videos)
 
@@ -153,7 +239,9 @@ def ground_truth(videos: Iterable[VideoInfo]) -> dict[str, list[dict[str, Any]]]
     }
 
 
-def load_annotations(path: str | Path, *, past_end: str = "error") -> Annotations:
+def load_annotations(
+    path: str | Path, *, past_end: str = "error", subsets: str = "default"
+) -> Annotations:
     """Load and validate an ActivityNet / THUMOS14 annotation file.
 
     Args:
@@ -162,6 +250,9 @@ def load_annotations(path: str | Path, *, past_end: str = "error") -> Annotation
             video duration: 'error' (default: report them like any other problem),
             'keep' (log a warning; the official THUMOS14 ground truth has 30 such
             segments, which then count as misses) or 'drop' (log and remove them).
+        subsets: which split role each subset feeds (`subset_roles`): a preset name
+            ('default', 'opentad-thumos', 'opentad-anet') or SUBSET=ROLE pairs. A subset
+            of the file that it does not map is a problem of the file.
 
     Returns:
         The validated Annotations.
@@ -171,20 +262,24 @@ def load_annotations(path: str | Path, *, past_end: str = "error") -> Annotation
     """
     if past_end not in PAST_END_POLICIES:
         raise PbdError(f"unknown past_end policy '{past_end}' (use keep, drop or error)")
+    roles = subset_roles(subsets)
     database = _read_database(Path(path))
     problems: list[str] = []
     late: list[tuple[str, int]] = []  # (video_id, annotation index) past the end
+    unmapped: set[str] = set()
     videos = {}
     for video_id, entry in database.items():
-        info = _parse_video(video_id, entry, problems, late, past_end)
+        info = _parse_video(video_id, entry, problems, late, past_end, (subsets, roles), unmapped)
         if info is not None:
             videos[video_id] = info
     if problems:
         hint = " or pass --past-end keep|drop for segments past the end" if late else ""
+        if unmapped:
+            hint += f" or map {', '.join(sorted(unmapped))} with --subsets SUBSET=ROLE,..."
         raise PbdError(_problem_line(path, problems, hint))
     if late:
         videos = _handle_past_end(path, videos, late, past_end)
-    return Annotations(videos)
+    return Annotations(videos, subsets)
 
 
 def _read_database(path: Path) -> dict[str, Any]:
@@ -212,7 +307,13 @@ def _read_database(path: Path) -> dict[str, Any]:
 
 
 def _parse_video(
-    video_id: str, entry: Any, problems: list[str], late: list[tuple[str, int]], past_end: str
+    video_id: str,
+    entry: Any,
+    problems: list[str],
+    late: list[tuple[str, int]],
+    past_end: str,
+    mapping: tuple[str, dict[str, str]] = ("default", SUBSET_ROLES),
+    unmapped: set[str] | None = None,
 ) -> VideoInfo | None:
     if not isinstance(entry, dict):
         problems.append(f"{video_id}: expected an object, got {_short(entry)}")
@@ -222,10 +323,15 @@ def _parse_video(
         problems.append(f"{video_id}: missing key '{key}'")
     before = len(problems)
     subset = entry.get("subset")
-    if "subset" in entry and (not isinstance(subset, str) or subset.lower() not in SUBSET_ROLES):
-        problems.append(
-            f"{video_id}: unknown subset {_short(subset)} (expected training/validation/testing)"
-        )
+    name, roles = mapping
+    if "subset" in entry and (not isinstance(subset, str) or subset.lower() not in roles):
+        if name == "default":
+            expected = "training/validation/testing"
+        else:
+            expected = "/".join(roles) + f" under --subsets {name}"
+        problems.append(f"{video_id}: unknown subset {_short(subset)} (expected {expected})")
+        if isinstance(subset, str) and unmapped is not None:
+            unmapped.add(repr(subset))
     duration = entry.get("duration")
     if "duration" in entry and not (_is_number(duration) and duration > 0):
         problems.append(f"{video_id}.duration: not a positive number ({_short(duration)})")
@@ -304,18 +410,28 @@ def _handle_past_end(
     return out
 
 
-def _assign_roles(videos: Iterable[VideoInfo]) -> dict[str, list[VideoInfo]]:
-    splits: dict[str, list[VideoInfo]] = {role: [] for role in ROLES}
-    for v in sorted(videos, key=lambda v: v.video_id):
-        splits[v.role].append(v)
-    if not splits["train"] and splits["val"]:
+def _assign_roles(
+    videos: Iterable[VideoInfo], subsets: str = "default"
+) -> dict[str, list[VideoInfo]]:
+    """Videos per split role, each sorted by video id, as `subsets` maps their subsets."""
+    videos = sorted(videos, key=lambda v: v.video_id)
+    roles = subset_roles(subsets)
+    if subsets == "default" and not any(roles[v.subset.lower()] == "train" for v in videos):
         # THUMOS14 convention: train on validation videos; hold some out for val.
-        pool = splits["val"]
+        roles = {name: "train+val" if r == "val" else r for name, r in roles.items()}
+    splits: dict[str, list[VideoInfo]] = {role: [] for role in SUBSET_TARGETS}
+    for v in videos:
+        splits[roles[v.subset.lower()]].append(v)
+    pool = splits.pop("train+val")
+    if pool:
         count = min(len(pool) - 1, max(1, round(HELD_OUT_FRACTION * len(pool))))
         held = _pick_by_hash(pool, count, salt="held-out")
-        splits["train"] = [v for v in pool if v.video_id not in held]
-        splits["val"] = [v for v in pool if v.video_id in held]
-    return splits
+        splits["train"] = sorted(
+            splits["train"] + [v for v in pool if v.video_id not in held],
+            key=lambda v: v.video_id,
+        )
+        splits["val"] = [v for v in pool if v.video_id in held]  # no val subset beside it
+    return {role: splits[role] for role in ROLES}
 
 
 def _pick_by_hash(videos: list[VideoInfo], count: int, salt: str) -> set[str]:
