@@ -8,6 +8,7 @@ import click
 
 from pbd_deploy.cli.base import (
     PAST_END,
+    SUBSETS,
     ConfigDefault,
     RichProgress,
     _console,
@@ -122,6 +123,7 @@ def _class_names(num_classes, classes) -> list[str]:
 @click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward.")
 @click.option("--seed", default=0, show_default=True)
 @PAST_END
+@SUBSETS
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.train-state.pt.")
 @friendly
@@ -165,11 +167,12 @@ def train(data, model, out, recipe, force, resume, **options):
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--workers", default=0, show_default=True, help="Data loader processes (0: none).")
 @PAST_END
+@SUBSETS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 def evaluate(
     model, data, annotations, split, thresholds, save_predictions, device, workers, past_end,
-    as_json,
+    subsets, as_json,
 ):  # fmt: skip
     """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
 
@@ -190,6 +193,7 @@ def evaluate(
         save_predictions=save_predictions,
         past_end=past_end,
         workers=workers,
+        subsets=subsets,
     )
     if as_json:
         click.echo(json.dumps(result.to_json()))
@@ -272,6 +276,11 @@ def _history_text(entry: dict) -> str:
     type=click.Path(dir_okay=False),
     help="The OpenTAD config the checkpoint was trained with (read, never executed).",
 )
+@click.option(
+    "--preset",
+    help="Instead of --opentad-config: a published OpenTAD config by name, e.g. "
+    "adatad-thumos-videomae-s, adatad-anet-videomae-l (docs/opentad.md lists them).",
+)
 @click.option("--num-classes", type=int, help="Classes of the detector.")
 @click.option("--classes", help="Comma-separated class names.")
 @click.option(
@@ -301,7 +310,7 @@ def _history_text(entry: dict) -> str:
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
-def convert(ckpt, out, name, opentad_config, num_classes, classes, allow_partial, weights,
+def convert(ckpt, out, name, opentad_config, preset, num_classes, classes, allow_partial, weights,
             lora_scale, heads, head_heads, attn_window, fps, force):  # fmt: skip
     """Import an OpenTAD / AdaTAD / official-PBD detector, or VideoMAE backbone weights.
 
@@ -320,6 +329,7 @@ def convert(ckpt, out, name, opentad_config, num_classes, classes, allow_partial
     config = ConvertConfig(
         model=name,
         opentad_config=opentad_config,
+        preset=preset,
         allow_partial=allow_partial,
         weights=weights,
         lora_scale=lora_scale,

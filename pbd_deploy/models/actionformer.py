@@ -46,6 +46,7 @@ class HeadConfig:
     feat_dim: int | None = None  # opentad: width of the cls/reg towers (None: dim)
     affine_drop_path: bool = True  # opentad: AffineDropPath scales (OpenTAD path_pdrop > 0)
     drop_path: float = 0.1  # opentad: stochastic depth rate while training
+    abs_pe: bool = False  # opentad: sin-cos position table added after the embedding convs
 
     def __post_init__(self):
         if self.kind not in ("actionformer", "opentad"):

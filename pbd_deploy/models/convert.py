@@ -34,6 +34,7 @@ from pbd_deploy.errors import PbdError, reason
 from pbd_deploy.models.detector import Detector, DetectorConfig
 from pbd_deploy.models.io import CONFIG_FILE, add_history, save_model
 from pbd_deploy.models.opentad_arch import opentad_architecture
+from pbd_deploy.models.opentad_config import opentad_settings
 from pbd_deploy.models.registry import model_config
 
 # mmaction / OpenTAD names inside a ViT block -> ours
@@ -72,6 +73,8 @@ class ConvertConfig:
         model: named architecture (registry) for backbone-only checkpoints; for a whole
             OpenTAD detector, its input settings are used and its width/depth is checked.
         opentad_config: the OpenTAD config file the checkpoint was trained with.
+        preset: instead of that file, a published OpenTAD config shipped with the package
+            (`models.opentad_config.preset_names()`, e.g. adatad-thumos-videomae-s).
         allow_partial: allow tensors that cannot be placed or re-initialised parts.
         weights: "auto" (EMA when present), "ema" or "raw".
         lora_scale: LongLoRA's alpha (1 in the official PBD code).
@@ -84,6 +87,7 @@ class ConvertConfig:
 
     model: str | None = None
     opentad_config: str | None = None
+    preset: str | None = None
     allow_partial: bool = False
     weights: str = "auto"
     lora_scale: float = 1.0
@@ -95,6 +99,8 @@ class ConvertConfig:
     def __post_init__(self):
         if self.weights not in ("auto", "ema", "raw"):
             raise PbdError(f"weights must be auto, ema or raw, not {self.weights!r}")
+        if self.preset is not None:
+            opentad_settings(self.opentad_config, self.preset)  # unknown name, or both given
 
 
 @dataclass
@@ -357,6 +363,7 @@ def convert_model_dir(
         reinitialised=len(conversion.reinitialised),
         left_out=len(conversion.unplaced),
         opentad_config=config.opentad_config,
+        preset=config.preset,
     )
     save_model(model, out_dir, force)
     return conversion

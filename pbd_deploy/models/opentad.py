@@ -148,10 +148,20 @@ class Projection(nn.Module):
         self.branch = nn.ModuleList(
             TransformerBlock(c.dim, c.heads, 2, window, drop) for _ in range(c.levels - 1)
         )
+        if c.abs_pe:  # use_abs_pe: not in the state dict (OpenTAD's buffer is not persistent)
+            table = position_table(c.length, c.dim) / c.dim**0.5
+            self.register_buffer("pos_embed", table, persistent=False)
+        else:
+            self.pos_embed = None
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         for layer in self.embed:
             x = layer(x)
+        if self.pos_embed is not None:  # OpenTAD stretches the table to longer inputs
+            table = self.pos_embed
+            if x.shape[-1] > table.shape[-1]:
+                table = F.interpolate(table, x.shape[-1], mode="linear", align_corners=False)
+            x = x + table[:, :, : x.shape[-1]].to(x.dtype)
         for layer in self.stem:
             x = layer(x)
         levels = [x]
@@ -159,6 +169,17 @@ class Projection(nn.Module):
             x = layer(x)
             levels.append(x)
         return levels
+
+
+def position_table(length: int, dim: int) -> torch.Tensor:
+    """ActionFormer's sinusoid table (1, dim, length): sin on even, cos on odd channels.
+
+    Computed in float64 and rounded once to float32, as OpenTAD's numpy version does.
+    """
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    angle = pos / torch.pow(10000.0, 2 * (torch.arange(dim) // 2).double() / dim)[None, :]
+    table = torch.where(torch.arange(dim) % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float().T.unsqueeze(0)
 
 
 class Neck(nn.Module):

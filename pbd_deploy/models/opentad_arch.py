@@ -16,7 +16,7 @@ import torch
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import HeadConfig
 from pbd_deploy.models.detector import DetectorConfig, InputConfig
-from pbd_deploy.models.opentad_config import get, read_opentad_config
+from pbd_deploy.models.opentad_config import get, opentad_settings
 from pbd_deploy.models.registry import model_config
 from pbd_deploy.models.vit import BackboneConfig, sincos_table
 
@@ -42,14 +42,12 @@ def _need(value, what: str, option: str):
 
 def opentad_architecture(mapped: dict, kept: list[int], class_names, options, raw: dict):
     """DetectorConfig for a mapped OpenTAD detector state (`backbone.*` / `head.*` keys)."""
-    cfg = read_opentad_config(options.opentad_config) if options.opentad_config else {}
+    cfg, source = opentad_settings(options.opentad_config, options.preset)
     vit = get(cfg, "model.backbone.backbone", {})
     proj = get(cfg, "model.projection", {})
     rpn = get(cfg, "model.rpn_head", {})
     if "backbone.patch_embed.weight" not in mapped:
         raise PbdError("this OpenTAD checkpoint has no VideoMAE backbone (patch_embed) to convert")
-    if get(proj, "use_abs_pe"):
-        raise PbdError("OpenTAD projection use_abs_pe=True is not supported (AdaTAD uses False)")
 
     # --- backbone: shapes
     patch_w = mapped["backbone.patch_embed.weight"]
@@ -80,6 +78,22 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
         if _count(mapped, pattern) != levels:
             raise PbdError(f"checkpoint has {levels} projection levels but other {what} counts")
     num_classes = mapped["head.rpn_head.cls_head.weight"].shape[0]
+    if cfg:
+        _check_fits(source, cfg, {
+            "model.backbone.backbone.embed_dims": dim,
+            "model.backbone.backbone.patch_size": patch,
+            "model.backbone.backbone.adapter_index": adapters,
+            "model.projection.in_channels": in_dim,
+            "model.projection.out_channels": head_dim,
+            "model.projection.arch": [
+                _count(mapped, r"head\.projection\.embed\.(\d+)\."),
+                _count(mapped, r"head\.projection\.stem\.(\d+)\."),
+                levels - 1,
+            ],
+            "model.rpn_head.num_classes": num_classes,
+            "model.rpn_head.feat_channels": mapped["head.rpn_head.cls_convs.0.conv.weight"].shape[0],
+            "model.rpn_head.num_convs": _count(mapped, r"head\.rpn_head\.cls_convs\.(\d+)\."),
+        }, depth=kept[-1] + 1)  # fmt: skip
     if num_classes != len(class_names):
         raise PbdError(
             f"the checkpoint detects {num_classes} classes, {len(class_names)} class names given; "
@@ -154,11 +168,36 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
         feat_dim=mapped["head.rpn_head.cls_convs.0.conv.weight"].shape[0],
         affine_drop_path=any(".drop_path_attn.scale" in k for k in mapped),
         drop_path=get(proj, "path_pdrop", 0.1),
+        abs_pe=bool(get(proj, "use_abs_pe", False)),
     )
     name = options.model or f"opentad-vit-{dim}x{len(kept)}"
     return DetectorConfig(
         name=name, class_names=list(class_names), input=inp, backbone=backbone, head=head
     )
+
+
+def _check_fits(source: str, cfg: dict, facts: dict, depth: int) -> None:
+    """One line naming the first setting of `source` that the checkpoint contradicts."""
+    for key, found in facts.items():
+        wanted = get(cfg, key)
+        if wanted is None:
+            continue
+        if key.endswith("adapter_index"):  # a dropped block takes its adapter with it
+            fits = set(found) <= set(wanted) and (bool(found) or not wanted)
+        else:
+            wanted = list(wanted) if isinstance(wanted, (list, tuple)) else wanted
+            fits = wanted == found
+        if not fits:
+            raise PbdError(
+                f"{source} does not fit this checkpoint: {key} is {wanted} there, {found} in the "
+                "checkpoint (give the config or preset it was trained with)"
+            )
+    vit_depth = get(cfg, "model.backbone.backbone.depth")
+    if vit_depth is not None and vit_depth < depth:
+        raise PbdError(
+            f"{source} does not fit this checkpoint: {vit_depth} ViT blocks there, block "
+            f"{depth - 1} in the checkpoint"
+        )
 
 
 def _input_from_config(cfg: dict, inp: InputConfig, frames: int) -> InputConfig:
@@ -167,7 +206,7 @@ def _input_from_config(cfg: dict, inp: InputConfig, frames: int) -> InputConfig:
     for step in get(cfg, "dataset.test.pipeline", []) or []:
         if not isinstance(step, dict):
             continue
-        if step.get("type") == "mmaction.Resize" and isinstance(step.get("scale"), tuple):
+        if step.get("type") == "mmaction.Resize" and isinstance(step.get("scale"), (tuple, list)):
             resize = step["scale"][1] if step["scale"][0] == -1 else resize
         if step.get("type") == "mmaction.CenterCrop":
             crop = step.get("crop_size", crop)

@@ -10,7 +10,9 @@ can never run code on the user's machine.
 from __future__ import annotations
 
 import ast
+import json
 import operator
+from importlib import resources
 from pathlib import Path
 
 from pbd_deploy.errors import PbdError
@@ -31,6 +33,41 @@ _BINOPS = {
 def read_opentad_config(path: str | Path) -> dict:
     """The merged top-level variables of an OpenTAD config and its `_base_` chain."""
     return _read(Path(path), seen=())
+
+
+def preset_names() -> list[str]:
+    """Names of the published OpenTAD configs shipped as presets (opentad_presets.json)."""
+    return sorted(_presets())
+
+
+def opentad_preset(name: str) -> dict:
+    """A published OpenTAD config's model / input / post-processing / evaluation sections.
+
+    tests/fixtures/opentad/make_presets.py wrote them from OpenTAD's config files with
+    mmengine's own reader, so `--preset NAME` reads what `--opentad-config FILE` would.
+    """
+    presets = _presets()
+    if name not in presets:
+        raise PbdError(
+            f"unknown OpenTAD preset {name!r}; choose one of {', '.join(sorted(presets))}"
+        )
+    return presets[name]["config"]
+
+
+def opentad_settings(config_path: str | Path | None, preset: str | None) -> tuple[dict, str]:
+    """(settings, where they came from) for `--opentad-config FILE` or `--preset NAME`."""
+    if config_path and preset:
+        raise PbdError("give --opentad-config or --preset, not both")
+    if preset:
+        return opentad_preset(preset), f"preset {preset}"
+    if config_path:
+        return read_opentad_config(config_path), f"OpenTAD config {config_path}"
+    return {}, ""
+
+
+def _presets() -> dict:
+    text = (resources.files("pbd_deploy") / "models" / "opentad_presets.json").read_text()
+    return json.loads(text)
 
 
 def _read(path: Path, seen: tuple) -> dict:

@@ -21,7 +21,7 @@ from pbd_deploy.errors import PbdError
 from pbd_deploy.models.convert import ConvertConfig, convert_checkpoint
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opentad"
-VARIANTS = ["adatad_global", "adatad_windowed", "pbd_longlora"]
+VARIANTS = ["adatad_global", "adatad_windowed", "pbd_longlora", "adatad_abs_pe"]
 TOL = 1e-4  # fp32, as the issue asks
 
 
