@@ -61,6 +61,63 @@ def decode_video(
     return frames, float(fps) if fps is not None else src_fps
 
 
+def resize_indices(total: int, frames: int) -> np.ndarray:
+    """The source frames OpenTAD's `LoadFrames(method="resize")` picks: `frames` positions
+    spread over a video of `total` frames (the centres of equal spans, rounded).
+
+    The same numpy calls as OpenTAD (arange over a float step, clip, round half to even),
+    so the positions equal OpenTAD's bit for bit (tests/fixtures/opentad/resize.json). Where
+    the float step makes arange one element too long (OpenTAD then fails an assert), the
+    first `frames` are kept.
+    """
+    if total < 1 or frames < 1:
+        raise PbdError(f"cannot pick {frames} frames from a video of {total} frames")
+    stride = total / frames
+    idx = np.arange(stride / 2 - 0.5, total + stride / 2 - 0.5, stride)[:frames]
+    return np.clip(idx, 0, total - 1).round().astype(np.int64)
+
+
+def decode_resized(
+    path: str | Path, frames: int, size: int | None = None
+) -> tuple[np.ndarray, float]:
+    """The whole video as `frames` frames at the `resize_indices` positions of all its frames.
+
+    Frames are counted from the packets without decoding (as OpenTAD's decord reader
+    does), then the video is decoded up to the last picked frame and only the picked frames
+    are converted, so a long video never sits in memory whole.
+
+    Returns:
+        frames (frames, H, W, 3) uint8 and their rate: `frames` over the video's duration
+        (its frame count over its frame rate), so len / rate is the video's length.
+    """
+    path = Path(path)
+    with open_video(path) as (container, stream):
+        src_fps = _stream_fps(stream, path)
+        total = sum(1 for packet in container.demux(stream) if packet.size)
+    picked = _decode_positions(path, resize_indices(total, frames), size) if total else None
+    if picked is None:  # the decoder gave fewer frames than packets: pick from those
+        every, _ = decode_video(path, size=size)
+        total = len(every)
+        picked = every[resize_indices(total, frames)]
+    return picked, frames * src_fps / total
+
+
+def _decode_positions(path: Path, positions: np.ndarray, size: int | None) -> np.ndarray | None:
+    """Frames at decode positions `positions` (any order, repeats allowed) as (n, H, W, 3)
+    uint8; None when the video has fewer decodable frames than the last position."""
+    wanted = {int(i): None for i in positions}
+    last = max(wanted)
+    with open_video(path) as (container, stream):
+        for i, frame in enumerate(container.decode(stream)):
+            if i in wanted:
+                wanted[i] = _to_rgb(frame, size, None, path)
+            if i >= last:
+                break
+    if any(v is None for v in wanted.values()):
+        return None
+    return np.stack([wanted[int(i)] for i in positions])
+
+
 def normalize(
     frames: np.ndarray,
     mean: Sequence[float] = VIDEOMAE_MEAN,

@@ -2,7 +2,9 @@
 
 Shared by the torch-free runtime and `pbd_deploy.eval.inference`; see the time conventions
 in `pbd_deploy.data.dataset`: point x of a window starting at input step s is at
-    (s * step_frames + (x + 0.5) * frames_per_point) / fps  seconds.
+    (s * step_frames + (x + 0.5) * frames_per_point) / fps  seconds,
+and, for a video resized to one window (sampling "resize", OpenTAD's `convert_to_seconds`),
+    x / head_length * duration  seconds.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ class WindowSpec:
     feature_stride: float
     head_length: int
     levels: int
+    sampling: str = "rate"  # or "resize": the whole video as one window (InputConfig)
 
     @classmethod
     def from_model_config(cls, config: dict) -> "WindowSpec":
         inp, head = config["input"], config["head"]
         return cls(
             mode=inp["mode"],
+            sampling=inp.get("sampling", "rate"),  # files written before it existed
             window=int(inp["window"]),
             stride=int(inp["stride"]),
             fps=inp.get("fps"),
@@ -92,8 +96,18 @@ def sliding_windows(data: np.ndarray, spec: WindowSpec) -> Iterator[tuple[int, n
         yield start, model_input(steps, spec), valid * scale
 
 
-def points_to_seconds(points: np.ndarray, start: int, fps: float, spec: WindowSpec) -> np.ndarray:
-    """Head-point coordinates of a window starting at input step `start` -> seconds."""
+def points_to_seconds(
+    points: np.ndarray, start: int, fps: float, spec: WindowSpec, duration: float | None = None
+) -> np.ndarray:
+    """Head-point coordinates of a window starting at input step `start` -> seconds.
+
+    A resized video (sampling "resize") maps by its `duration` alone, in float32 as
+    OpenTAD's `convert_to_seconds` does: points / head_length * duration.
+    """
+    if spec.sampling == "resize":
+        if duration is None:
+            raise PbdError("a resized video's points map to seconds by its duration; pass it")
+        return np.asarray(points, np.float32) / np.float32(spec.head_length) * np.float32(duration)
     return (start * spec.step_frames + (points + 0.5) * spec.frames_per_point) / fps
 
 
