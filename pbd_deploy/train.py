@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pbd_deploy.core.annotations import PAST_END_POLICIES, load_annotations
+from pbd_deploy.core.annotations import PAST_END_POLICIES, load_annotations, subset_roles
 from pbd_deploy.core.atomic import output_lock, prepare_output
 from pbd_deploy.core.config import check_workers
 from pbd_deploy.data import distributed
@@ -57,6 +57,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)
     checkpointing: bool = False  # recompute backbone block activations in backward
     past_end: str = "error"  # segments ending after their video: error, keep or drop
+    subsets: str = "default"  # split role of each annotation subset (core.annotations)
     recipe: str = "quick"  # the preset these options started from (see RECIPES)
     decay_norms: bool = True  # False: no weight decay on norms, biases and scales
     drop_path: float | None = None  # rising linearly with depth to this; None: the model's
@@ -85,6 +86,7 @@ class TrainConfig:
             raise PbdError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if self.past_end not in PAST_END_POLICIES:
             raise PbdError(f"unknown --past-end {self.past_end!r}; use keep, drop or error")
+        subset_roles(self.subsets)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -370,10 +372,10 @@ def train_model_dir(
         detector = load_model(model)
     else:
         classes = load_annotations(
-            Path(data_dir) / "annotations.json", past_end=config.past_end
+            Path(data_dir) / "annotations.json", past_end=config.past_end, subsets=config.subsets
         ).class_names
         detector = Detector(model_config(model, classes))
-    dataset = TadDataset(data_dir, detector.config, config.past_end)
+    dataset = TadDataset(data_dir, detector.config, config.past_end, subsets=config.subsets)
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
     with output_lock(out_dir) if main else contextlib.nullcontext():
         detector, summary = train(detector, dataset, config, progress, state_file, resume)

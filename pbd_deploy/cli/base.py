@@ -157,6 +157,15 @@ PAST_END = click.option(
     "keep (undetectable misses) or drop them.",
 )
 
+SUBSETS = click.option(
+    "--subsets",
+    default="default",
+    show_default=True,
+    help="Split role of each annotation subset: default (training, validation, testing by "
+    "name), opentad-thumos, opentad-anet, or SUBSET=ROLE pairs with roles train, val, test, "
+    "train+val (15%% held out as val) or none, e.g. training=train+val,validation=test.",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pbd-deploy")

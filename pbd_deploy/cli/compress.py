@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, RichProgress, explicit, friendly, main
+from pbd_deploy.cli.base import PAST_END, SUBSETS, RichProgress, explicit, friendly, main
 from pbd_deploy.compress.config import CRITERIA, LORA_TARGETS, BlockDropConfig, RecoveryConfig
 from pbd_deploy.errors import PbdError
 
@@ -56,6 +56,7 @@ def recovery_options(fn):
         click.option("--checkpointing", is_flag=True, help="Recompute block activations in backward."),
         click.option("--seed", default=R.seed, show_default=True),
         PAST_END,
+        SUBSETS,
         click.option("--force", is_flag=True, help="Replace OUT if it exists."),
     ]  # fmt: skip
     for option in reversed(options):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pbd_deploy.cli.base import PAST_END, RichProgress, friendly, main
+from pbd_deploy.cli.base import PAST_END, SUBSETS, RichProgress, friendly, main
 from pbd_deploy.export.config import ExportConfig
 
 _D = ExportConfig()
@@ -31,6 +31,7 @@ _D = ExportConfig()
 @click.option("--workspace", default=_D.workspace_gib, show_default=True, help="GiB for TensorRT.")
 @click.option("--dla-core", type=int, help="Build for this DLA core (Jetson).")
 @PAST_END
+@SUBSETS
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly
 def export(
@@ -51,6 +52,7 @@ def export(
     workspace,
     dla_core,
     past_end,
+    subsets,
     force,
 ):
     """Export MODEL_DIR to ONNX (+ model.json), check parity with ONNX Runtime, add variants.
@@ -77,6 +79,7 @@ def export(
         workspace_gib=workspace,
         dla_core=dla_core,
         past_end=past_end,
+        subsets=subsets,
     )
     with RichProgress() as progress:
         manifest = export_model(model_dir, out, config, progress=progress, force=force)

@@ -192,7 +192,7 @@ class _ChannelPrune(Recovery):
         self.device = distributed.setup(config.device)
         self.teacher = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
         if not isinstance(data, TadDataset):
-            data = TadDataset(data, model.config, config.past_end)
+            data = TadDataset(data, model.config, config.past_end, subsets=config.subsets)
         self.dataset = data
         self.calibration = self.dataset.annotations.calibration_split(config.calib_fraction)
         self.dataset.split("val")
@@ -312,7 +312,7 @@ def prune_model_dir(
     out = prepare_output(out_dir, force, marker=CONFIG_FILE)
     model = load_model(model_dir)
     plan_widths(model.config, config)  # bad budgets fail before the dataset is read
-    dataset = TadDataset(data_dir, model.config, config.past_end)
+    dataset = TadDataset(data_dir, model.config, config.past_end, subsets=config.subsets)
     state_file = out.with_name(out.name + ".prune-state.pt")
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
     with output_lock(out) if main else contextlib.nullcontext():

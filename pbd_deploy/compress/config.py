@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pbd_deploy.core import config as config_io
-from pbd_deploy.core.annotations import PAST_END_POLICIES
+from pbd_deploy.core.annotations import PAST_END_POLICIES, subset_roles
 from pbd_deploy.core.config import check_workers
 from pbd_deploy.errors import PbdError
 
@@ -21,7 +21,8 @@ class RecoveryConfig:
 
     Shared by `BlockDropConfig` and `ChannelPruneConfig`; `calib_fraction` is the part of
     the training split that scores blocks or channels; `past_end` is what loading the data
-    set does with segments ending after their video (error, keep or drop).
+    set does with segments ending after their video (error, keep or drop); `subsets` which
+    split role each annotation subset feeds (`core.annotations.subset_roles`).
     """
 
     calib_fraction: float = 0.25
@@ -45,6 +46,7 @@ class RecoveryConfig:
     checkpointing: bool = False  # activation checkpointing of the student's blocks
     recipe: str = "quick"  # quick or paper (train.RECIPES): also EMA, decay groups, augment
     past_end: str = "error"
+    subsets: str = "default"
 
     @classmethod
     def from_recipe(cls, recipe: str = "quick", **options):
@@ -56,6 +58,7 @@ class RecoveryConfig:
     def __post_init__(self):
         if self.past_end not in PAST_END_POLICIES:
             raise PbdError(f"unknown --past-end {self.past_end!r}; use keep, drop or error")
+        subset_roles(self.subsets)
         if not 0.0 < self.calib_fraction <= 1.0:
             raise PbdError(f"--calib-fraction must be in (0, 1]; got {self.calib_fraction}")
         if self.epochs < 0:

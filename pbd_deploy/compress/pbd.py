@@ -55,7 +55,7 @@ def compress_model_dir(
     """
     out = prepare_output(out_dir, force, marker=CONFIG_FILE)
     model = load_model(model_dir)
-    dataset = TadDataset(data_dir, model.config, config.past_end)
+    dataset = TadDataset(data_dir, model.config, config.past_end, subsets=config.subsets)
     state_file = out.with_name(out.name + ".pbd-state.pt")
     main = os.environ.get("RANK", "0") == "0"  # torchrun: rank 0 holds the lock and writes
     with output_lock(out) if main else contextlib.nullcontext():
@@ -238,7 +238,7 @@ class _BlockDrop(Recovery):
         self.device = distributed.setup(config.device)
         self.teacher = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)
         if not isinstance(data, TadDataset):
-            data = TadDataset(data, model.config, config.past_end)
+            data = TadDataset(data, model.config, config.past_end, subsets=config.subsets)
         self.dataset = data
         self.budget: Budget = plan_budget(model.config, config)
         # Fail now when a split is missing, not after an hour of scoring.

@@ -32,18 +32,19 @@ class TadDataset:
     are kept in memory only while they are small: each at most 1/8 of `cache_mb`, all
     together at most `cache_mb` per process (least recently used first out). `past_end` is
     what to do with segments that end after their video (THUMOS14 has 30): "error", "keep"
-    or "drop" (see `load_annotations`).
+    or "drop" (see `load_annotations`); `subsets` which split role each annotation subset
+    feeds (`--subsets`: a preset name or SUBSET=ROLE pairs, see `subset_roles`).
     """
 
     def __init__(
         self, data_dir: str | Path, config: DetectorConfig, past_end: str = "error",
-        cache_mb: float = 512,
+        cache_mb: float = 512, subsets: str = "default",
     ):  # fmt: skip
         self.root = Path(data_dir)
         if not self.root.is_dir():
             raise PbdError(f"dataset directory {self.root} does not exist")
         self.annotations: Annotations = load_annotations(
-            self.root / "annotations.json", past_end=past_end
+            self.root / "annotations.json", past_end=past_end, subsets=subsets
         )
         self.config = config
         self.input = config.input

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from pbd_deploy.core.annotations import ground_truth, load_annotations
+from pbd_deploy.core.annotations import ground_truth, load_annotations, subset_roles
 from pbd_deploy.core.atomic import check_folder
 from pbd_deploy.core.config import check_workers
 from pbd_deploy.core.metrics import (
@@ -38,13 +38,16 @@ def evaluate_path(
     progress: Callable[..., None] | None = None,
     past_end: str = "error",
     workers: int = 0,
+    subsets: str = "default",
 ) -> DetectionResult:
     """Score a model directory or a .onnx / .engine file on DATA, or predictions on ANN.json.
 
     A model directory reads its windows with `workers` loader processes; under torchrun its
-    videos are split across ranks and every rank returns the same result.
+    videos are split across ranks and every rank returns the same result. `subsets` says
+    which split role each annotation subset feeds (`--subsets`, see `subset_roles`).
     """
     check_workers(workers)
+    subset_roles(subsets)  # a bad mapping fails before a model is loaded
     levels = THRESHOLDS[thresholds]
     if save_predictions:
         check_folder(save_predictions, "--save-predictions")
@@ -53,16 +56,19 @@ def evaluate_path(
         if not data:
             raise PbdError("evaluating a model needs --data DATA")
         if path.is_dir():
-            result, predictions = _evaluate_model_dir(path, data, split, levels, device,
-                                                      progress, past_end, workers)  # fmt: skip
+            result, predictions = _evaluate_model_dir(
+                path, data, split, levels, device, progress, past_end, workers, subsets
+            )
         else:
             from pbd_deploy.runtime.evaluate import evaluate_artifact
 
-            result, predictions = evaluate_artifact(path, data, split, levels, past_end, progress)
+            result, predictions = evaluate_artifact(
+                path, data, split, levels, past_end, progress, subsets=subsets
+            )
     elif path.suffix == ".json":
         if not annotations:
             raise PbdError("scoring a predictions file needs --annotations ANN.json")
-        known = load_annotations(annotations, past_end=past_end)
+        known = load_annotations(annotations, past_end=past_end, subsets=subsets)
         predictions = load_predictions(path, known.class_names, set(known.videos))
         videos = known.split(split)
         wanted = {v.video_id for v in videos}
@@ -80,7 +86,7 @@ def evaluate_path(
     return result
 
 
-def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, workers):
+def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, workers, subsets):
     from pbd_deploy.data import distributed
     from pbd_deploy.data.dataset import TadDataset
     from pbd_deploy.eval.inference import evaluate_model
@@ -88,6 +94,6 @@ def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, w
 
     device = distributed.setup(device)  # under torchrun: this rank's device
     detector = load_model(path, device)
-    dataset = TadDataset(data, detector.config, past_end)
+    dataset = TadDataset(data, detector.config, past_end, subsets=subsets)
     return evaluate_model(detector, dataset, split, thresholds=levels, device=device,
                           progress=progress, workers=workers)  # fmt: skip

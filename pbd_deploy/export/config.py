@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pbd_deploy.core import config as config_io
+from pbd_deploy.core.annotations import subset_roles
 from pbd_deploy.errors import PbdError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -30,6 +31,8 @@ class ExportConfig:
         workspace_gib: TensorRT workspace memory pool limit.
         dla_core: DLA core to build for (Jetson), None for the GPU; needs `fp16`.
         past_end: how annotation segments past their video's end are treated.
+        subsets: which split role each annotation subset of `calib` and `data` feeds
+            (`--subsets`: a preset or SUBSET=ROLE pairs, see `core.annotations.subset_roles`).
     """
 
     window: int | None = None
@@ -47,8 +50,10 @@ class ExportConfig:
     workspace_gib: float = 4.0
     dla_core: int | None = None
     past_end: str = "error"
+    subsets: str = "default"
 
     def __post_init__(self):
+        subset_roles(self.subsets)
         if self.window is not None and self.window < 1:
             raise PbdError(f"--window must be positive, got {self.window}")
         if self.batch < 1:

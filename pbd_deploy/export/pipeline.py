@@ -92,7 +92,9 @@ class _Export:
         if config.data:
             from pbd_deploy.data.dataset import TadDataset
 
-            self.dataset = TadDataset(config.data, model.config, config.past_end)
+            self.dataset = TadDataset(
+                config.data, model.config, config.past_end, subsets=config.subsets
+            )
 
     def save(self) -> None:
         (self.out / artifact.MANIFEST).write_text(json.dumps(self.manifest, indent=2) + "\n")
@@ -120,6 +122,7 @@ class _Export:
 
         cfg = self.config
         return evaluate_artifact(self.out / name, cfg.data, cfg.split, past_end=cfg.past_end,
+                                 subsets=cfg.subsets,
                                  providers=["CPUExecutionProvider"])  # fmt: skip
 
     def random_inputs(self) -> list:
@@ -198,7 +201,9 @@ def _int8(job: _Export) -> dict:
     from pbd_deploy.data.dataset import TadDataset
     from pbd_deploy.export.int8 import calibration_windows, quantize_int8
 
-    calib = TadDataset(job.config.calib, job.model.config, job.config.past_end)
+    calib = TadDataset(
+        job.config.calib, job.model.config, job.config.past_end, subsets=job.config.subsets
+    )
     windows = calibration_windows(calib, job.config.calib_windows)
     info = quantize_int8(
         job.out / "model.onnx", job.out / "model.int8.onnx", windows, job.config.batch
@@ -271,7 +276,8 @@ def export_model(
     if config.int8:  # fail on missing calibration data before any work
         from pbd_deploy.data.dataset import TadDataset
 
-        TadDataset(config.calib, model.config, config.past_end).annotations.calibration_split()
+        calib = TadDataset(config.calib, model.config, config.past_end, subsets=config.subsets)
+        calib.annotations.calibration_split()
 
     def write(tmp: Path) -> None:
         job = _Export(model, model_dir, config, tmp)

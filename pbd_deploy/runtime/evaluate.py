@@ -23,6 +23,7 @@ def evaluate_artifact(
     thresholds=THUMOS_THRESHOLDS,
     past_end: str = "error",
     progress: Callable[..., None] | None = None,
+    subsets: str = "default",
     **detector_options,
 ) -> tuple[DetectionResult, dict[str, list[dict]]]:
     """Run `path` over one split of the dataset directory `data`; (mAP, predictions).
@@ -30,11 +31,13 @@ def evaluate_artifact(
     Args:
         path: model.onnx / model.fp16.onnx / model.int8.onnx / model.engine (with model.json).
         data: dataset directory (annotations.json + videos/ or features/).
+        subsets: which split role each annotation subset feeds (`--subsets`).
         detector_options: passed to `Detector` (providers, threads).
     """
     detector = Detector(path, **detector_options)
     root = Path(data)
-    videos = load_annotations(root / "annotations.json", past_end=past_end).split(split)
+    annotations = load_annotations(root / "annotations.json", past_end=past_end, subsets=subsets)
+    videos = annotations.split(split)
     predictions = {}
     for i, video in enumerate(videos):
         source, fps = _source(detector, root, video)
