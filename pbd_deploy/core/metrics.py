@@ -27,6 +27,18 @@ THUMOS_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 ACTIVITYNET_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
 
+def check_thresholds(values: Any, where: str = "") -> tuple[float, ...]:
+    """A model's tIoU thresholds as a tuple; one line naming `where` if not all in (0, 1]."""
+    ok = isinstance(values, (list, tuple)) and len(values) > 0
+    ok = ok and all(_is_number(v) and 0 < v <= 1 for v in values)
+    if not ok:
+        raise PbdError(
+            f"tIoU thresholds{' in ' + where if where else ''} must be a non-empty list of "
+            f"numbers in (0, 1], got {values!r}"
+        )
+    return tuple(float(v) for v in values)
+
+
 def segment_iou(segment: Sequence[float] | np.ndarray, segments: np.ndarray) -> np.ndarray:
     """Temporal IoU between one segment and many.
 

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pbd_deploy.core import config as config_io
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, check_thresholds
+from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.core.postprocessors import Postprocess, postprocess_from_dict, postprocess_to_dict
 from pbd_deploy.core.video import VIDEOMAE_MEAN, VIDEOMAE_STD
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import ActionFormerHead, HeadConfig, decode_segments, point_grid
@@ -87,12 +90,31 @@ class DetectorConfig:
     backbone: BackboneConfig | None = field(default_factory=BackboneConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     history: list[dict] = field(default_factory=list)
+    # How raw outputs become detections ("method": "pbd" | "opentad", core.postprocessors)
+    # and the tIoU thresholds the model is evaluated and compressed with. Files written
+    # before these fields existed load with ours and THUMOS14's.
+    postprocess: dict = field(default_factory=lambda: postprocess_to_dict(PostprocessConfig()))
+    thresholds: tuple[float, ...] = THUMOS_THRESHOLDS
 
     def __post_init__(self):
         if not self.class_names:
             raise PbdError("a detector needs at least one class name")
         if (self.backbone is None) != (self.input.mode == "features"):
             raise PbdError("feature-mode models have no backbone; video-mode models need one")
+        post = postprocess_from_dict(self.postprocess, "model config (postprocess)")
+        self.postprocess = postprocess_to_dict(post)
+        self.thresholds = check_thresholds(self.thresholds, "model config (thresholds)")
+        sliding = getattr(post, "sliding_window", None)
+        if sliding is not None and sliding != (self.input.sampling == "rate"):
+            raise PbdError(
+                f"OpenTAD post-processing with sliding_window={sliding} does not fit input "
+                f"sampling {self.input.sampling!r} (sliding windows go with 'rate')"
+            )
+
+    @property
+    def post(self) -> Postprocess:
+        """The post-processing settings as an object (`core.postprocessors`)."""
+        return postprocess_from_dict(self.postprocess)
 
     @property
     def frames_per_step(self) -> float:
