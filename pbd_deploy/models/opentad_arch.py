@@ -172,8 +172,9 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
     )
     name = options.model or f"opentad-vit-{dim}x{len(kept)}"
     return DetectorConfig(
-        name=name, class_names=list(class_names), input=inp, backbone=backbone, head=head
-    )
+        name=name, class_names=list(class_names), input=inp, backbone=backbone, head=head,
+        **_post_and_thresholds(cfg, inp.sampling),
+    )  # fmt: skip
 
 
 def _check_fits(source: str, cfg: dict, facts: dict, depth: int) -> None:
@@ -240,3 +241,43 @@ def _table_size(raw: dict, dim: int, patch: int, tubelet: int, chunk: int, defau
     ):
         raise PbdError("the checkpoint's pos_embed is not VideoMAE's sin-cos table; unsupported")
     return grid * patch
+
+
+def _post_and_thresholds(cfg: dict, sampling: str) -> dict:
+    """DetectorConfig's `postprocess` and `thresholds` from the config's `post_processing`
+    and `evaluation` sections, with OpenTAD's own defaults for what they leave out
+    (`batched_nms`'s arguments, `pre_nms_*` of its detectors, CUHK `topk`). Without them
+    (no config: OpenTAD's base model config has neither) ours and THUMOS14's stay."""
+    out = {}
+    tious = get(cfg, "evaluation.tiou_thresholds")
+    if tious is not None:
+        out["thresholds"] = tuple(tious)
+    if not isinstance(get(cfg, "post_processing.nms"), dict):
+        return out
+    nms = lambda key, default: get(cfg, f"post_processing.nms.{key}", default)  # noqa: E731
+    if not nms("use_soft_nms", True) or nms("method", 2) != 2:
+        raise PbdError(
+            "OpenTAD post_processing.nms: only Gaussian Soft-NMS (use_soft_nms=True, method=2) "
+            "is supported"
+        )
+    classifier = get(cfg, "post_processing.external_cls")
+    if isinstance(classifier, dict) and classifier.get("type") != "CUHKANETClassifier":
+        raise PbdError(
+            f"OpenTAD external classifier {classifier.get('type')!r} is not supported; "
+            "only CUHKANETClassifier (ActivityNet's) is"
+        )
+    post = dict(
+        method="opentad",
+        pre_nms_thresh=get(cfg, "post_processing.pre_nms_thresh", 0.001),
+        pre_nms_topk=get(cfg, "post_processing.pre_nms_topk", 2000),
+        sigma=nms("sigma", 0.5),
+        max_seg_num=nms("max_seg_num", 100),
+        min_score=nms("min_score", 0.0),
+        multiclass=nms("multiclass", True),
+        voting_thresh=nms("voting_thresh", 0.0),
+        sliding_window=sampling == "rate",  # OpenTAD: SlidingWindowDataset vs resized videos
+    )
+    if isinstance(classifier, dict):
+        post["video_topk"] = get(classifier, "topk", 1)
+    out["postprocess"] = post
+    return out
