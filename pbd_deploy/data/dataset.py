@@ -4,11 +4,15 @@ Time conventions (shared with decoding in eval): a window starts at input step `
 (a frame, or a feature row covering `u` frames) and its head has `length` points, each
 covering `fpf` frames. Point coordinate x (x = 0 is the first point's centre) maps to
     time = (s * u + (x + 0.5) * fpf) / fps.
+With sampling "resize" a video is one window of `window` frames picked over its whole
+length, and x maps to x / length * duration (OpenTAD's resize convention), its ground
+truth to clip(t / duration, 0, 1) * length.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,14 @@ import numpy as np
 from pbd_deploy.core import windows
 from pbd_deploy.core.annotations import Annotations, VideoInfo, load_annotations
 from pbd_deploy.core.features import load_features
-from pbd_deploy.core.video import decode_video, normalize, take_window, window_starts
+from pbd_deploy.core.video import (
+    decode_resized,
+    decode_video,
+    normalize,
+    resize_indices,
+    take_window,
+    window_starts,
+)
 from pbd_deploy.data.augment import CROP_RATIO, Augment, apply_augment, draw_augment
 from pbd_deploy.data.frames import VideoIndex, decoded_bytes, index_video, read_steps
 from pbd_deploy.data.sampling import crop_segments, sample_window
@@ -71,12 +82,22 @@ class TadDataset:
     def _video_path(self, video: VideoInfo) -> Path:
         return self.root / "videos" / f"{video.video_id}.mp4"
 
+    @property
+    def resized(self) -> bool:
+        """Each video is one window of `window` frames picked over its whole length."""
+        return self.input.sampling == "resize"
+
     def index(self, video: VideoInfo) -> VideoIndex | None:
         """The video's packet index (None in feature mode or for files without timestamps)."""
         if self.input.mode == "features":
             return None
         if video.video_id not in self._index:
-            self._index[video.video_id] = index_video(self._video_path(video), self.input.fps)
+            index = index_video(self._video_path(video), self.input.fps)
+            if index is not None and self.resized:  # its steps: the picked source frames
+                picked = index.source[resize_indices(index.steps, self.input.window)]
+                rate = self.input.window * index.fps / index.steps  # keeps the video's length
+                index = replace(index, source=picked, fps=rate)
+            self._index[video.video_id] = index
         return self._index[video.video_id]
 
     def info(self, video: VideoInfo) -> tuple[int, float]:
@@ -96,7 +117,8 @@ class TadDataset:
         """Input steps [start, start + count) of a video, clipped at its end."""
         index = self.index(video)
         cached = self._cache.get(video.video_id)
-        if index is None or cached is not None:
+        # A resized video is one window: decoded by decode_resized, the runtime's reader.
+        if index is None or cached is not None or self.resized:
             return self.load(video)[0][start : start + count]
         if decoded_bytes(index, self.input.resize) * 8 <= self.cache_bytes:
             return self.load(video)[0][start : start + count]  # small: decode once, keep
@@ -125,6 +147,8 @@ class TadDataset:
             path = self.root / "features" / f"{video.video_id}.npy"
             return load_features(path, self.input.feature_dim), float(video.fps)
         # Kept at the resized size, not cropped: training takes random crops of it.
+        if self.resized:
+            return decode_resized(self._video_path(video), self.input.window, self.input.resize)
         return decode_video(self._video_path(video), fps=self.input.fps, size=self.input.resize)
 
     def model_input(self, steps: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -149,10 +173,18 @@ class TadDataset:
         return normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
 
     def segments_in_steps(self, video: VideoInfo, fps: float) -> tuple[np.ndarray, np.ndarray]:
-        """Ground truth as (M, 2) input-step boundaries and (M,) class ids."""
+        """Ground truth as (M, 2) input-step boundaries and (M,) class ids.
+
+        A resized video's steps span its annotated duration: clip(t / duration, 0, 1) *
+        window, as OpenTAD's resize loader maps ground truth.
+        """
         segs = [(a.start, a.end) for a in video.annotations]
         labels = [self.class_index[a.label] for a in video.annotations]
-        segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2) * fps / self.step_frames
+        segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2)
+        if self.resized:
+            segs = np.clip(segs / video.duration, 0.0, 1.0) * self.input.window
+        else:
+            segs = segs * fps / self.step_frames
         return segs, np.asarray(labels, dtype=np.int64)
 
     def draw_window(self, video: VideoInfo, rng: np.random.Generator, augment: bool = False):
@@ -166,7 +198,7 @@ class TadDataset:
         """
         steps, fps = self.info(video)
         window = self.input.window
-        if augment and steps <= window:  # random truncation with a crop ratio
+        if augment and steps <= window and not self.resized:  # random truncation, crop ratio
             low, high = (max(1, round(r * steps)) for r in CROP_RATIO)
             count = int(rng.integers(low, min(high, steps) + 1))
             start = int(rng.integers(0, steps - count + 1))
@@ -217,7 +249,9 @@ class TadDataset:
         segs, labels = self.segments_in_steps(video, fps)
         window = self.input.window
         segs, labels = crop_segments(segs, labels, start, count or window)
-        points = segs * (self.config.head.length / window) - 0.5  # input steps -> head points
+        points = segs * (self.config.head.length / window)  # input steps -> head points
+        if not self.resized:  # point x covers steps around x + 0.5 (module docstring)
+            points -= 0.5
         return points.astype(np.float32), labels
 
     def window_starts(self, video: VideoInfo) -> list[int]:
@@ -236,6 +270,9 @@ class TadDataset:
         for start in self.window_starts(video):
             yield (start, *self.eval_window(video, start))
 
-    def points_to_seconds(self, points: np.ndarray, start: int, fps: float) -> np.ndarray:
-        """Head-point coordinates of a window starting at input step `start` -> seconds."""
-        return windows.points_to_seconds(points, start, fps, self.spec)
+    def points_to_seconds(
+        self, points: np.ndarray, start: int, fps: float, duration: float | None = None
+    ) -> np.ndarray:
+        """Head-point coordinates of a window starting at input step `start` -> seconds
+        (a resized video's by its `duration`)."""
+        return windows.points_to_seconds(points, start, fps, self.spec, duration)

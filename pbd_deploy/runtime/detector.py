@@ -11,7 +11,13 @@ import numpy as np
 from pbd_deploy.core.atomic import check_folder, write_json
 from pbd_deploy.core.nms import fast_postprocess
 from pbd_deploy.core.postprocess import PostprocessConfig
-from pbd_deploy.core.video import decode_video, resized_shape, window_starts
+from pbd_deploy.core.video import (
+    decode_resized,
+    decode_video,
+    resize_indices,
+    resized_shape,
+    window_starts,
+)
 from pbd_deploy.core.windows import (
     WindowSpec,
     point_positions,
@@ -107,11 +113,18 @@ class Detector:
         return np.concatenate(scores), np.concatenate(segments)
 
     def load(self, source, fps: float | None = None) -> tuple[np.ndarray, float]:
-        """A video file, uint8 frames (T, H, W, 3) or features (T, C) -> (steps, fps)."""
+        """A video file, uint8 frames (T, H, W, 3) or features (T, C) -> (steps, fps).
+
+        A "resize"-sampling model gets the whole video as `window` frames (OpenTAD's
+        indices, `core.video.resize_indices`) at the rate that keeps the video's length.
+        """
         spec = self.spec
+        resize = spec.sampling == "resize"
         if isinstance(source, (str, Path)):
             if spec.mode == "features":
                 raise PbdError("a feature-mode model takes a (T, C) feature array, not a video")
+            if resize:
+                return decode_resized(source, spec.window, spec.resize)
             return decode_video(source, fps=spec.fps, size=spec.resize)
         data = np.asarray(source)
         fps = fps or spec.fps
@@ -123,6 +136,9 @@ class Detector:
             return data.astype(np.float32), float(fps)
         if data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8 or not len(data):
             raise PbdError(f"expected uint8 frames (T, H, W, 3), got {data.shape} {data.dtype}")
+        if resize:
+            picked = data[resize_indices(len(data), spec.window)]
+            return resize_frames(picked, spec.resize), spec.window * float(fps) / len(data)
         return resize_frames(data, spec.resize), float(fps)
 
     def detect(
@@ -135,11 +151,14 @@ class Detector:
                 model's rate), or features (T, C) for feature-mode models.
             fps: frame rate of an array input.
             duration: clip detections to this many seconds; default the input's length.
+                A resized video (sampling "resize") is also mapped to seconds by it.
             batch_size: windows per inference call.
         """
         data, fps = self.load(source, fps)
         duration = duration if duration is not None else len(data) * self.spec.step_frames / fps
-        if getattr(self.backend, "kernels", None) is not None and self.spec.mode == "video":
+        kernels = getattr(self.backend, "kernels", None) is not None
+        # The CUDA kernels map points to seconds by the sliding-window formula only.
+        if kernels and self.spec.mode == "video" and self.spec.sampling == "rate":
             parts = self._gpu_candidates(data, fps, duration, batch_size)
         else:
             parts = self._candidates(data, fps, duration, batch_size)
@@ -173,7 +192,7 @@ class Detector:
         while batch := list(itertools.islice(windows, batch_size)):
             scores, segments = self.predict(np.stack([w[1] for w in batch]))
             for (start, _, valid), sc, sg in zip(batch, scores, segments):
-                to_sec = lambda p, s=start: points_to_seconds(p, s, fps, self.spec)  # noqa: E731
+                to_sec = lambda p, s=start: points_to_seconds(p, s, fps, self.spec, duration)  # noqa: E731
                 parts.append(
                     window_candidates(
                         sc, sg, self.positions, valid, to_sec, duration, self.postprocess
