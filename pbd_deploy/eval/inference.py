@@ -34,7 +34,7 @@ def window_parts(dataset: TadDataset, video: VideoInfo, windows, scores, segment
     _, fps = dataset.info(video)
     parts = []
     for (start, *_, valid), sc, sg in zip(windows, scores, segments):
-        to_sec = lambda p, s=start: dataset.points_to_seconds(p, s, fps)  # noqa: E731
+        to_sec = lambda p, s=start: dataset.points_to_seconds(p, s, fps, video.duration)  # noqa: E731
         parts.append(window_candidates(sc, sg, positions, valid, to_sec, video.duration, config))
     return parts
 
