@@ -41,7 +41,9 @@ def main() -> None:
         threads=args.threads,
         attention=args.attention,
     )
-    result = {"machine": describe_machine(), "settings": vars(args), "load": {}, "models": {}}
+    result = {
+        "machine": describe_machine(args.device), "settings": vars(args), "load": {}, "models": {}
+    }
     for name in args.models:
         result["load"][name] = os.getloadavg()
         result["models"][name] = probe_model(name, 3, config)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # One command for a machine with a CUDA GPU: the gpu/trt-marked tests, then the GEMM sweep
-# (and depth-vs-width where that script takes --device) on the GPU, and the block GEMMs on
+# and depth-vs-width (float16, 768-frame windows) on the GPU, and the block GEMMs on
 # TensorRT and ONNX Runtime's CUDA provider where installed. Results go to
 # benchmarks/results/gpu/<GPU name>/, never over the committed CPU results.
 # Budget: each step has a timeout; the whole suite stays under 8 minutes on one datacenter
@@ -58,12 +58,9 @@ CUDA_EP="import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o
 
 echo "GPU: $GPU -> $OUT"
 step 180 "" "$PY" -m pytest -q -p no:cacheprovider -m "gpu or trt" tests
-step 90 gemm_sweep "$PY" benchmarks/gemm_sweep.py --device cuda --tokens 1600 6400 --iters 20
-if [ "$DRY" -eq 1 ] || "$PY" benchmarks/depth_vs_width.py --help 2>/dev/null | grep -q -- "--device"; then
-  step 60 depth_vs_width "$PY" benchmarks/depth_vs_width.py --device cuda
-else
-  echo "== skipped: benchmarks/depth_vs_width.py has no --device option yet"
-fi
+# gemm_sweep.py names its GPU result gemm_sweep_cuda.{json,md}
+step 90 gemm_sweep_cuda "$PY" benchmarks/gemm_sweep.py --device cuda --tokens 1600 6400 --iters 20
+step 60 depth_vs_width "$PY" benchmarks/depth_vs_width.py --device cuda --dtype float16
 # The same block GEMMs as one-MatMul ONNX graphs on the engines a deployment runs
 [ "$DRY" -eq 1 ] || mkdir -p "$OUT"
 if has "import tensorrt"; then

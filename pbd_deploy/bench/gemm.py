@@ -101,7 +101,8 @@ def block_gemms(bb: BackboneConfig, tokens: int, attention: bool = False) -> lis
 
 
 def time_gemm(shape: GemmShape, config: GemmConfig) -> float:
-    """Median seconds of one `shape` product on `config.device` (CUDA events on the GPU)."""
+    """Median seconds of one `shape` product on `config.device` (GPU: CUDA events around
+    CUDA_CALLS_PER_SAMPLE calls in a row)."""
     return time_gemms([shape], config)[0]
 
 
@@ -138,15 +139,22 @@ def _matmul(shape: GemmShape, config: GemmConfig):
     return lambda: torch.matmul(a, b, out=out)
 
 
+# GPU: calls per CUDA-event sample. A block GEMM takes microseconds on a datacenter GPU,
+# about as long as launching it: between events around a single call the GPU would wait for
+# the launch, and its time would count. Back to back, the queue stays ahead of the GPU.
+CUDA_CALLS_PER_SAMPLE = 10
+
+
 def _time_one(call, device: str) -> float:
     if device == "cuda":
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         start.record()
-        call()
+        for _ in range(CUDA_CALLS_PER_SAMPLE):
+            call()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1e3
+        return start.elapsed_time(end) / 1e3 / CUDA_CALLS_PER_SAMPLE
     start = time.perf_counter()
     call()
     return time.perf_counter() - start

@@ -13,6 +13,7 @@ def test_gpu_suite_dry_run_lists_its_steps():
     steps = [line for line in run.stdout.splitlines() if line.startswith("== [")]
     assert any("-m gpu or trt tests" in s and "pytest" in s for s in steps), run.stdout
     assert any("gemm_sweep.py --device cuda" in s for s in steps), run.stdout
+    assert any("depth_vs_width.py --device cuda" in s for s in steps), run.stdout
     assert any("bench gemm" in s and "--backend trt" in s for s in steps), run.stdout
     limits = [int(s.split("[")[1].split(" s]")[0]) for s in steps]
     assert sum(limits) + 30 <= 8 * 60  # every step's time limit, and 30 s for start-up
