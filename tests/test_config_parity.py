@@ -170,9 +170,10 @@ def test_train_options_reach_the_config(monkeypatch):
         "train", "--data", "d", "--out", "o", "--recipe", "paper", "--no-augment",
         "--drop-path", "0.2", "--weight-decay", "0.01", "--warmup-epochs", "2",
         "--clip-grad", "5", "--windows-per-video", "3", "--ema-decay", "0.99",
-        "--past-end", "drop",
+        "--past-end", "drop", "--subsets", "opentad-thumos",
     ])  # fmt: skip
     assert (config.recipe, config.augment, config.drop_path) == ("paper", False, 0.2)
+    assert config.subsets == "opentad-thumos"
     assert (config.weight_decay, config.warmup_epochs, config.clip_grad) == (0.01, 2.0, 5.0)
     assert (config.windows_per_video, config.ema_decay, config.past_end) == (3, 0.99, "drop")
     assert config.lr == 1e-4 and config.ema  # not given: the paper recipe's
@@ -182,6 +183,8 @@ def test_compress_options_reach_the_config(monkeypatch):
     config = _captured_config(monkeypatch, "pbd_deploy.compress.pbd", "compress_model_dir", [
         "compress", "m", "--data", "d", "--out", "o", "--one-shot", "--weight-decay", "0",
         "--warmup-epochs", "0", "--windows-per-video", "1", "--past-end", "keep",
+        "--subsets", "training=train+val,validation=test",
     ])  # fmt: skip
     assert (config.schedule, config.weight_decay, config.warmup_epochs) == ("one-shot", 0, 0)
     assert (config.windows_per_video, config.past_end) == (1, "keep")
+    assert config.subsets == "training=train+val,validation=test"
