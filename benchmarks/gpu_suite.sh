@@ -57,7 +57,7 @@ has() { [ "$DRY" -eq 1 ] || "$PY" -c "$1" >/dev/null 2>&1; }
 CUDA_EP="import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"
 
 echo "GPU: $GPU -> $OUT"
-step 180 "" "$PY" -m pytest -q -p no:cacheprovider -m "gpu or trt" tests
+step 180 "" "$PY" -m pytest -q -rs --durations=15 -p no:cacheprovider -m "gpu or trt" tests
 # gemm_sweep.py names its GPU result gemm_sweep_cuda.{json,md}
 step 90 gemm_sweep_cuda "$PY" benchmarks/gemm_sweep.py --device cuda --tokens 1600 6400 --iters 20
 step 60 depth_vs_width "$PY" benchmarks/depth_vs_width.py --device cuda --dtype float16
