@@ -83,6 +83,7 @@ class ConvertConfig:
         fps: frame rate windows are sampled at (None: each file's). OpenTAD samples every
             feature_stride * sample_stride-th frame (4 for AdaTAD THUMOS14: 7.5 for its
             30 fps videos), which a config cannot turn into a rate without the videos.
+            Refused for a whole-video resize config (ActivityNet), which uses every frame.
     """
 
     model: str | None = None
@@ -301,6 +302,12 @@ def convert_checkpoint(
         detector_config.backbone.depth = max(kept[-1] + 1, detector_config.backbone.depth)
         detector_config.backbone.final_norm = "backbone.norm.weight" in mapped
     if config.fps is not None:
+        if detector_config.input.sampling == "resize":
+            raise PbdError(
+                f"--fps does not apply here: the config resizes each whole video to "
+                f"{detector_config.input.window} frames picked from all of its frames "
+                "(OpenTAD's ActivityNet input); leave --fps out"
+            )
         detector_config.input.fps = config.fps
     model = Detector(detector_config)
     conversion = Conversion(fmt, len(mapped), weights, folded, ignored)

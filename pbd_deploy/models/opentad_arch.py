@@ -133,6 +133,12 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
     length = get(proj, "max_seq_len") or get(cfg, "window_size") or inp.window
     frames = get(vit, "total_frames") or get(cfg, "window_size") or inp.window
     inp = _input_from_config(cfg, inp, frames)
+    resize_length = get(cfg, "dataset.test.resize_length", 128)
+    if inp.sampling == "resize" and length != resize_length:  # OpenTAD's seconds map uses it
+        raise PbdError(
+            f"the OpenTAD config resizes videos to {resize_length} head points (resize_length) "
+            f"but its projection takes {length} (max_seq_len); the config does not fit together"
+        )
 
     backbone = BackboneConfig(
         dim=dim,
@@ -202,8 +208,19 @@ def _check_fits(source: str, cfg: dict, facts: dict, depth: int) -> None:
 
 
 def _input_from_config(cfg: dict, inp: InputConfig, frames: int) -> InputConfig:
-    """Window, test-time resize/crop, normalisation and sliding stride of the config."""
+    """Window, test-time resize/crop, normalisation and sliding stride of the config.
+
+    A test pipeline that loads frames with `LoadFrames(method="resize")` (OpenTAD's
+    ActivityNet configs) selects sampling "resize": each whole video becomes one window of
+    `resize_length * scale_factor` frames (192 x 4 = 768 for AdaTAD).
+    """
     resize, crop = inp.resize, inp.crop
+    resized = _resize_frames(cfg)
+    if resized is not None and resized != frames:
+        raise PbdError(
+            f"the OpenTAD config resizes each video to {resized} frames but its backbone "
+            f"takes {frames} (total_frames); the config does not fit together"
+        )
     for step in get(cfg, "dataset.test.pipeline", []) or []:
         if not isinstance(step, dict):
             continue
@@ -217,15 +234,31 @@ def _input_from_config(cfg: dict, inp: InputConfig, frames: int) -> InputConfig:
         stride = max(1, round(frames * (1 - overlap)))
     else:  # the named model's stride if it is for this window, else the default
         stride = inp.stride if inp.window == frames else None
+    if resized is not None:  # one window per video, of frames picked from all of its frames
+        stride, fps = frames, None
+    else:
+        fps = inp.fps
     return InputConfig(
+        sampling="rate" if resized is None else "resize",
         window=frames,
         stride=stride,
-        fps=inp.fps,
+        fps=fps,
         resize=resize,
         crop=crop,
         mean=tuple(pre.get("mean", inp.mean)),
         std=tuple(pre.get("std", inp.std)),
     )
+
+
+def _resize_frames(cfg: dict) -> int | None:
+    """Frames per video of a whole-video resize test pipeline, None for sliding windows."""
+    for step in get(cfg, "dataset.test.pipeline", []) or []:
+        if isinstance(step, dict) and step.get("type") == "LoadFrames":
+            if step.get("method", "resize") != "resize":
+                return None
+            length = get(cfg, "dataset.test.resize_length", 128)  # ResizeDataset's default
+            return int(length) * int(step.get("scale_factor", 1))
+    return None
 
 
 def _table_size(raw: dict, dim: int, patch: int, tubelet: int, chunk: int, default: int) -> int:
