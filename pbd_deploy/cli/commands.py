@@ -155,9 +155,14 @@ def train(data, model, out, recipe, force, resume, **options):
 @click.option(
     "--thresholds",
     type=click.Choice(["thumos", "activitynet"]),
-    default="thumos",
-    show_default=True,
-    help="tIoU thresholds: 0.3:0.1:0.7 or 0.5:0.05:0.95.",
+    help="tIoU thresholds: 0.3:0.1:0.7 or 0.5:0.05:0.95. Default: the model's (a "
+    "predictions file: thumos).",
+)
+@click.option(
+    "--video-scores",
+    type=click.Path(dir_okay=False),
+    help="A video classifier's scores (OpenTAD's CUHK results JSON) to fuse with a "
+    "class-agnostic OpenTAD model's detections (ActivityNet).",
 )
 @click.option(
     "--save-predictions",
@@ -171,8 +176,8 @@ def train(data, model, out, recipe, force, resume, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 def evaluate(
-    model, data, annotations, split, thresholds, save_predictions, device, workers, past_end,
-    subsets, as_json,
+    model, data, annotations, split, thresholds, video_scores, save_predictions, device, workers,
+    past_end, subsets, as_json,
 ):  # fmt: skip
     """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
 
@@ -189,6 +194,7 @@ def evaluate(
         annotations=annotations,
         split=split,
         thresholds=thresholds,
+        video_scores=video_scores,
         device=device,
         save_predictions=save_predictions,
         past_end=past_end,

@@ -150,8 +150,14 @@ def build_engine(onnx_file, out, precision, workspace, dla_core, timing_cache):
 @click.argument("video", type=click.Path())
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write detections here.")
 @click.option("--top", default=10, show_default=True, help="Detections to print.")
+@click.option(
+    "--video-scores",
+    type=click.Path(dir_okay=False),
+    help="A video classifier's scores (OpenTAD's CUHK results JSON; VIDEO's entry is its "
+    "name stem) to fuse with a class-agnostic OpenTAD model's detections (ActivityNet).",
+)
 @friendly
-def infer(model, video, json_out, top):
+def infer(model, video, json_out, top, video_scores):
     """Detect actions in VIDEO with an exported model (.onnx or .engine), without torch.
 
     \b
@@ -160,7 +166,7 @@ def infer(model, video, json_out, top):
     """
     from pbd_deploy.runtime.detector import detect_file
 
-    detections = detect_file(model, video, json_out)
+    detections = detect_file(model, video, json_out, video_scores)
     for d in detections[:top]:
         click.echo(f"{d.start_s:8.2f} {d.end_s:8.2f}  {d.score:.3f}  {d.label}")
     click.echo(f"{len(detections)} detections" + (f"; wrote {json_out}" if json_out else ""))

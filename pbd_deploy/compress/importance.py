@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from pbd_deploy.compress.blocks import drop_block, list_blocks
 from pbd_deploy.core.annotations import VideoInfo, ground_truth
-from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
-from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.core.metrics import evaluate_detections
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.data.loader import Batcher
@@ -115,18 +114,16 @@ class _Tally:
         segments = decode_segments(self.model.positions, offsets).cpu().numpy()
         parts = self.parts.setdefault(index, {}).setdefault(video.video_id, [])
         parts += window_parts(
-            self.dataset, video, batch, scores, segments, self.positions, PostprocessConfig()
+            self.dataset, video, batch, scores, segments, self.positions, self.model.config.post
         )
 
     def local_result(self):
         """What this rank sends: detections per video (map) or [sum, count] (loss, mse)."""
         if self.criterion != "map":
             return self.sums
-        names = self.model.config.class_names
+        names, post = self.model.config.class_names, self.model.config.post
         return {
-            index: {
-                vid: merge_windows(parts, PostprocessConfig(), names) for vid, parts in v.items()
-            }
+            index: {vid: merge_windows(parts, post, names) for vid, parts in v.items()}
             for index, v in self.parts.items()
         }
 
@@ -161,7 +158,7 @@ def score_candidates(
     prefix: bool = True,
     batch_size: int = 8,
     device: str = "cpu",
-    thresholds=THUMOS_THRESHOLDS,
+    thresholds=None,
     progress: Callable | None = None,
 ) -> dict[int, float]:
     """Score every kept block b by the model without b on `videos`.
@@ -170,6 +167,8 @@ def score_candidates(
         criterion: "map" (average mAP, higher is better), "loss" (task loss) or "mse"
             (head-input MSE against `teacher`), both lower is better.
         prefix: use prefix reuse (same result, less work); False is the naive reference.
+        thresholds: tIoU thresholds of the "map" criterion; default the model's. Candidates
+            are post-processed with the model's post-processing.
     Returns:
         {original block index: score}. Under torchrun, videos are split across ranks and
         every rank returns the same scores.
@@ -190,6 +189,7 @@ def score_candidates(
                 tally.add(index, logits, offsets, feats, video, batch, targets, t_feats)
         if progress:
             progress("score", done, len(mine))
+    thresholds = thresholds or model.config.thresholds
     return _combine(criterion, distributed.gather(tally.local_result()), videos, thresholds)
 
 

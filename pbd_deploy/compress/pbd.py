@@ -26,7 +26,6 @@ from pbd_deploy.compress.lora import check_targets, inject_adapters, merge_adapt
 from pbd_deploy.compress.report import report_json, report_markdown, report_plot
 from pbd_deploy.compress.state import RunState, cpu_state, fingerprint
 from pbd_deploy.core.atomic import output_lock, prepare_output
-from pbd_deploy.core.metrics import THUMOS_THRESHOLDS
 from pbd_deploy.data import distributed
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import Progress, evaluate_model
@@ -339,7 +338,7 @@ class _BlockDrop(Recovery):
                 teacher=self.teacher,
                 batch_size=self.config.batch_size,
                 device=self.device,
-                thresholds=THUMOS_THRESHOLDS,
+                thresholds=self.student.config.thresholds,
                 progress=self.progress,
             )
             ranked = best_candidates(scores, self.config.criterion, len(scores))

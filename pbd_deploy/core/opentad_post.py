@@ -269,6 +269,14 @@ class VideoScores:
             )
         return cls(list(names), results, str(path))
 
+    def check_detector(self, num_classes: int) -> None:
+        """Fusion replaces the labels of a class-agnostic detector, as OpenTAD's does."""
+        if num_classes != 1:
+            raise PbdError(
+                f"{self.source} gives the classes of a class-agnostic (1-class) detector's "
+                f"segments; this model detects {num_classes} classes, so drop --video-scores"
+            )
+
     def of(self, video_id: str) -> np.ndarray:
         """(K,) scores of one video; a missing video or a wrong count is one line."""
         if video_id not in self.results:

@@ -6,6 +6,7 @@ predictions files need only the mAP code; torch is loaded only for a model direc
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -32,23 +33,35 @@ def evaluate_path(
     data=None,
     annotations=None,
     split: str = "test",
-    thresholds: str = "thumos",
+    thresholds: str | None = None,
     device: str = "cpu",
     save_predictions=None,
     progress: Callable[..., None] | None = None,
     past_end: str = "error",
     workers: int = 0,
     subsets: str = "default",
+    video_scores=None,
 ) -> DetectionResult:
     """Score a model directory or a .onnx / .engine file on DATA, or predictions on ANN.json.
 
     A model directory reads its windows with `workers` loader processes; under torchrun its
     videos are split across ranks and every rank returns the same result. `subsets` says
     which split role each annotation subset feeds (`--subsets`, see `subset_roles`).
+
+    A model is scored at its own tIoU thresholds (config.json / model.json "thresholds")
+    unless `thresholds` ("thumos" or "activitynet") says otherwise; a predictions file at
+    THUMOS14's by default. `video_scores` (a CUHK-format classifier results file) is fused
+    with a class-agnostic OpenTAD model's detections, as OpenTAD does on ActivityNet.
     """
     check_workers(workers)
     subset_roles(subsets)  # a bad mapping fails before a model is loaded
-    levels = THRESHOLDS[thresholds]
+    if thresholds is not None and thresholds not in THRESHOLDS:
+        raise PbdError(f"--thresholds {thresholds!r} unknown; use one of {', '.join(THRESHOLDS)}")
+    levels = THRESHOLDS[thresholds] if thresholds else None
+    if video_scores is not None:
+        from pbd_deploy.core.opentad_post import VideoScores
+
+        video_scores = VideoScores.load(video_scores)
     if save_predictions:
         check_folder(save_predictions, "--save-predictions")
     path = Path(model)
@@ -57,17 +70,22 @@ def evaluate_path(
             raise PbdError("evaluating a model needs --data DATA")
         if path.is_dir():
             result, predictions = _evaluate_model_dir(
-                path, data, split, levels, device, progress, past_end, workers, subsets
-            )
+                path, data, split, levels, device, progress, past_end, workers, subsets,
+                video_scores,
+            )  # fmt: skip
         else:
             from pbd_deploy.runtime.evaluate import evaluate_artifact
 
             result, predictions = evaluate_artifact(
-                path, data, split, levels, past_end, progress, subsets=subsets
-            )
+                path, data, split, levels, past_end, progress, subsets=subsets,
+                video_scores=video_scores,
+            )  # fmt: skip
     elif path.suffix == ".json":
         if not annotations:
             raise PbdError("scoring a predictions file needs --annotations ANN.json")
+        if video_scores is not None:
+            raise PbdError("--video-scores is fused when running a model, not a predictions file")
+        levels = levels or THUMOS_THRESHOLDS
         known = load_annotations(annotations, past_end=past_end, subsets=subsets)
         predictions = load_predictions(path, known.class_names, set(known.videos))
         videos = known.split(split)
@@ -86,7 +104,8 @@ def evaluate_path(
     return result
 
 
-def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, workers, subsets):
+def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, workers, subsets,
+                        video_scores):  # fmt: skip
     from pbd_deploy.data import distributed
     from pbd_deploy.data.dataset import TadDataset
     from pbd_deploy.eval.inference import evaluate_model
@@ -94,6 +113,10 @@ def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, w
 
     device = distributed.setup(device)  # under torchrun: this rank's device
     detector = load_model(path, device)
-    dataset = TadDataset(data, detector.config, past_end, subsets=subsets)
+    config = detector.config
+    if video_scores is not None:  # the fused labels are the classifier's, not the model's
+        video_scores.check_detector(len(config.class_names))
+        config = dataclasses.replace(config, class_names=video_scores.class_names)
+    dataset = TadDataset(data, config, past_end, subsets=subsets)
     return evaluate_model(detector, dataset, split, thresholds=levels, device=device,
-                          progress=progress, workers=workers)  # fmt: skip
+                          progress=progress, workers=workers, video_scores=video_scores)  # fmt: skip

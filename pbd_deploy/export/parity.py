@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from pbd_deploy.core.compare import match_detections, match_predictions
-from pbd_deploy.core.postprocess import PostprocessConfig, postprocess
-from pbd_deploy.core.windows import window_candidates
+from pbd_deploy.core.postprocessors import Postprocess, video_detections, window_candidates
 from pbd_deploy.export.onnx import example_input
 from pbd_deploy.models.actionformer import point_grid
 
@@ -57,18 +56,19 @@ def parity_error(figures: dict) -> float:
     return max(max(d["scores"], d["segments_per_stride"]) for d in figures.values())
 
 
-def _window_detections(scores, segments, positions, config) -> list[tuple]:
+def _window_detections(scores, segments, positions, post: Postprocess) -> list[tuple]:
     """Post-process one full window in point units (as if 1 point = 1 s)."""
     cands = window_candidates(
-        scores, segments, positions, len(positions), lambda p: p, float("inf"), config
+        post, scores, segments, positions, len(positions), lambda p: p, float("inf")
     )
-    segs, scs, labels = postprocess(*cands, config)
+    segs, scs, labels = video_detections(post, [cands])
     return list(zip(labels.tolist(), segs.tolist(), scs.tolist()))
 
 
 def random_input_detections_match(model, runtime, inputs) -> bool:
-    """Detections after post-processing are the same (`core.compare`) for torch and runtime."""
-    config = PostprocessConfig()
+    """Detections after the model's post-processing are the same (`core.compare`) for torch
+    and runtime."""
+    config = model.config.post
     positions = model.positions.cpu().numpy()
     for x in inputs:
         with torch.no_grad():
@@ -82,6 +82,6 @@ def random_input_detections_match(model, runtime, inputs) -> bool:
     return True
 
 
-def predictions_match(torch_preds: dict, runtime_preds: dict, config: PostprocessConfig):
+def predictions_match(torch_preds: dict, runtime_preds: dict, config: Postprocess):
     """Per-video detections ({label, segment, score}) of two runs, matched by `core.compare`."""
     return match_predictions(torch_preds, runtime_preds, max_detections=config.max_detections)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from pbd_deploy.core.atomic import output_lock, prepare_output, write_atomically, write_file
-from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.core.postprocessors import postprocess_to_dict
 from pbd_deploy.errors import PbdError
 from pbd_deploy.export import parity
 from pbd_deploy.export.config import ExportConfig
@@ -73,7 +73,8 @@ def _manifest(model, model_dir: Path, config: ExportConfig, window: int) -> dict
         "batch": config.batch,
         "time_multiple": chunk,
         "kept_blocks": list(model.config.backbone.block_indices) if model.backbone else [],
-        "postprocess": PostprocessConfig().to_dict(),
+        "postprocess": postprocess_to_dict(model.config.post),  # what the runtime applies
+        "thresholds": list(model.config.thresholds),
         "model_config": model.config.to_dict(),
         "source": {"model_dir": str(model_dir), "sha256": source_hash(model_dir)},
         "export_config": config.to_dict(),
@@ -152,7 +153,7 @@ def _parity(job: _Export) -> dict:
         figures["real"] = parity.output_diff(model, rt, job.real_inputs())
         torch_result, torch_preds = job.evaluate(None)
         ort_result, ort_preds = job.evaluate("model.onnx")
-        match = parity.predictions_match(torch_preds, ort_preds, PostprocessConfig())
+        match = parity.predictions_match(torch_preds, ort_preds, model.config.post)
         same = same and match.same
         gt = ground_truth(job.dataset.split(cfg.split))
         job.manifest["accuracy"] = {

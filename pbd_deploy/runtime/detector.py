@@ -9,8 +9,14 @@ from typing import NamedTuple
 import numpy as np
 
 from pbd_deploy.core.atomic import check_folder, write_json
-from pbd_deploy.core.nms import fast_postprocess
-from pbd_deploy.core.postprocess import PostprocessConfig
+from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, check_thresholds
+from pbd_deploy.core.opentad_post import VideoScores
+from pbd_deploy.core.postprocessors import (
+    gpu_decode,
+    postprocess_from_dict,
+    video_detections,
+    window_candidates,
+)
 from pbd_deploy.core.video import (
     decode_resized,
     decode_video,
@@ -23,7 +29,6 @@ from pbd_deploy.core.windows import (
     point_positions,
     points_to_seconds,
     sliding_windows,
-    window_candidates,
 )
 from pbd_deploy.errors import PbdError
 from pbd_deploy.runtime.artifact import (
@@ -52,18 +57,35 @@ class Detector:
             directory (its model.onnx).
         providers: ONNX Runtime execution providers; default TensorRT > CUDA > CPU.
         threads: ONNX Runtime intra-op threads (0: its default).
+        video_scores: a video classifier's scores to fuse with the detections (OpenTAD's
+            CUHK results JSON, or a `VideoScores`), for a class-agnostic (1-class) model
+            with OpenTAD post-processing (ActivityNet); labels are then its classes.
+
+    The post-processing and tIoU thresholds are the model's (model.json "postprocess" and
+    "thresholds"; files without them: ours and THUMOS14's).
     """
 
-    def __init__(self, path, providers: list[str] | None = None, threads: int = 0):
+    def __init__(
+        self, path, providers: list[str] | None = None, threads: int = 0, video_scores=None
+    ):
         self.path = resolve_model_path(path)
         self.manifest = load_manifest(self.path)
         self.model_config = self.manifest["model_config"]
         self.class_names = list(self.model_config["class_names"])
         self.spec = WindowSpec.from_model_config(self.model_config)
         self.positions = point_positions(self.spec)  # (N,)
-        self.postprocess = PostprocessConfig.from_dict(
-            self.manifest["postprocess"], f"{self.path.parent / 'model.json'} (postprocess)"
+        where = self.path.parent / "model.json"
+        self.postprocess = postprocess_from_dict(
+            self.manifest.get("postprocess"), f"{where} (postprocess)"
         )
+        self.thresholds = check_thresholds(
+            self.manifest.get("thresholds", THUMOS_THRESHOLDS), f"{where} (thresholds)"
+        )
+        if video_scores is not None and not isinstance(video_scores, VideoScores):
+            video_scores = VideoScores.load(video_scores)
+        if video_scores is not None:
+            video_scores.check_detector(len(self.class_names))
+        self.video_scores = video_scores
         self.backend = self._open_backend(providers, threads)
         self._check_io()
 
@@ -142,7 +164,12 @@ class Detector:
         return resize_frames(data, spec.resize), float(fps)
 
     def detect(
-        self, source, fps: float | None = None, duration: float | None = None, batch_size: int = 8
+        self,
+        source,
+        fps: float | None = None,
+        duration: float | None = None,
+        batch_size: int = 8,
+        video_id: str | None = None,
     ) -> list[Detection]:
         """Detections of one video, best first.
 
@@ -153,21 +180,34 @@ class Detector:
             duration: clip detections to this many seconds; default the input's length.
                 A resized video (sampling "resize") is also mapped to seconds by it.
             batch_size: windows per inference call.
+            video_id: the video's entry in `video_scores`; default a video file's name stem.
         """
+        fused = self._video_scores(source, video_id)
         data, fps = self.load(source, fps)
         duration = duration if duration is not None else len(data) * self.spec.step_frames / fps
         kernels = getattr(self.backend, "kernels", None) is not None
+        kernels = kernels and gpu_decode(self.postprocess)  # the decode kernel: "pbd" only
         # The CUDA kernels map points to seconds by the sliding-window formula only.
         if kernels and self.spec.mode == "video" and self.spec.sampling == "rate":
             parts = self._gpu_candidates(data, fps, duration, batch_size)
         else:
-            parts = self._candidates(data, fps, duration, batch_size)
-        segs, scs, labels = (np.concatenate(a) for a in zip(*parts))
-        segs, scs, labels = fast_postprocess(segs, scs, labels, self.postprocess)
+            parts = self._candidates(data, fps, duration, batch_size, fused)
+        segs, scs, labels = video_detections(self.postprocess, parts)
+        names = self.video_scores.class_names if fused is not None else self.class_names
         return [
-            Detection(float(s), float(e), self.class_names[int(k)], float(c))
+            Detection(float(s), float(e), names[int(k)], float(c))
             for (s, e), c, k in zip(segs.tolist(), scs.tolist(), labels.tolist())
         ]
+
+    def _video_scores(self, source, video_id) -> np.ndarray | None:
+        """This video's classifier scores, None without `video_scores`."""
+        if self.video_scores is None:
+            return None
+        if video_id is None and isinstance(source, (str, Path)):
+            video_id = Path(source).stem
+        if video_id is None:
+            raise PbdError("with video scores, pass video_id= (the video's entry) for an array")
+        return self.video_scores.of(video_id)
 
     def _gpu_candidates(self, data, fps, duration, batch_size) -> list:
         """Each window's candidates with the CUDA kernels (TensorRT): the same as
@@ -184,7 +224,7 @@ class Detector:
             )
         return parts
 
-    def _candidates(self, data, fps, duration, batch_size) -> list:
+    def _candidates(self, data, fps, duration, batch_size, fused=None) -> list:
         """Each window's candidates: inputs normalised on the CPU, outputs decoded in numpy."""
         # Lazily, one batch at a time: a real-size window (768 frames at 160x160) is 236 MB.
         windows = sliding_windows(data, self.spec)
@@ -195,7 +235,7 @@ class Detector:
                 to_sec = lambda p, s=start: points_to_seconds(p, s, fps, self.spec, duration)  # noqa: E731
                 parts.append(
                     window_candidates(
-                        sc, sg, self.positions, valid, to_sec, duration, self.postprocess
+                        self.postprocess, sc, sg, self.positions, valid, to_sec, duration, fused
                     )
                 )
         return parts
@@ -223,11 +263,15 @@ def resize_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
     )
 
 
-def detect_file(model, video, json_out=None) -> list[Detection]:
-    """`pbd-deploy infer`: detections of a video file, optionally saved as JSON (atomically)."""
+def detect_file(model, video, json_out=None, video_scores=None) -> list[Detection]:
+    """`pbd-deploy infer`: detections of a video file, optionally saved as JSON (atomically).
+
+    `video_scores`: a classifier scores file to fuse (`Detector`); the video's entry is its
+    file name stem.
+    """
     if json_out:
         check_folder(json_out, "--json")
-    detections = Detector(model).detect(video)
+    detections = Detector(model, video_scores=video_scores).detect(video)
     if json_out:
         rows = [d._asdict() for d in detections]
         write_json(json_out, {"video": str(video), "detections": rows}, indent=1)

@@ -11,7 +11,7 @@ from typing import Callable
 
 from pbd_deploy.core.annotations import VideoInfo, ground_truth, load_annotations
 from pbd_deploy.core.features import load_features
-from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, DetectionResult, evaluate_detections
+from pbd_deploy.core.metrics import DetectionResult, evaluate_detections
 from pbd_deploy.errors import PbdError
 from pbd_deploy.runtime.detector import Detector
 
@@ -20,7 +20,7 @@ def evaluate_artifact(
     path,
     data,
     split: str = "test",
-    thresholds=THUMOS_THRESHOLDS,
+    thresholds=None,
     past_end: str = "error",
     progress: Callable[..., None] | None = None,
     subsets: str = "default",
@@ -31,20 +31,25 @@ def evaluate_artifact(
     Args:
         path: model.onnx / model.fp16.onnx / model.int8.onnx / model.engine (with model.json).
         data: dataset directory (annotations.json + videos/ or features/).
+        thresholds: tIoU thresholds; default the model's (model.json "thresholds").
         subsets: which split role each annotation subset feeds (`--subsets`).
-        detector_options: passed to `Detector` (providers, threads).
+        detector_options: passed to `Detector` (providers, threads, video_scores).
     """
     detector = Detector(path, **detector_options)
     root = Path(data)
     annotations = load_annotations(root / "annotations.json", past_end=past_end, subsets=subsets)
     videos = annotations.split(split)
+    if detector.video_scores is not None:  # every video has scores before any work starts
+        for video in videos:
+            detector.video_scores.of(video.video_id)
     predictions = {}
     for i, video in enumerate(videos):
         source, fps = _source(detector, root, video)
-        found = detector.detect(source, fps=fps, duration=video.duration)
+        found = detector.detect(source, fps=fps, duration=video.duration, video_id=video.video_id)
         predictions[video.video_id] = [d.to_dict() for d in found]
         if progress:
             progress("eval", i + 1, len(videos))
+    thresholds = thresholds or detector.thresholds
     return evaluate_detections(ground_truth(videos), predictions, thresholds), predictions
 
 

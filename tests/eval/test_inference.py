@@ -6,6 +6,7 @@ import torch
 
 from pbd_deploy.core.annotations import ground_truth, load_annotations
 from pbd_deploy.core.metrics import THUMOS_THRESHOLDS, evaluate_detections
+from pbd_deploy.core.postprocess import PostprocessConfig
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.eval.inference import evaluate_model
 from pbd_deploy.models.actionformer import assign_targets, decode_segments, point_grid
@@ -62,7 +63,7 @@ def test_oracle_predictions_score_perfect_map(long_window_dataset, monkeypatch):
         assert len(starts) == 1, "synthetic test videos are shorter than one 12.8 s window"
         oracle = Oracle(ds, video, starts)
         predictions[video.video_id] = inference.detect_video(
-            oracle, ds, video, inference.PostprocessConfig()
+            oracle, ds, video, PostprocessConfig()
         )
     result = evaluate_detections(ground_truth(videos), predictions, THUMOS_THRESHOLDS)
     np.testing.assert_allclose(result.mAP, 1.0)
