@@ -10,13 +10,14 @@ Soft-NMS). Here each checkpoint goes through `convert`, and everything must matc
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from pbd_deploy.core.compare import assert_same_detections, rows_from_arrays
-from pbd_deploy.core.opentad_post import OpenTADPostConfig, batched_nms, window_candidates
+from pbd_deploy.core.opentad_post import OpenTADPostConfig
+from pbd_deploy.core.postprocessors import video_detections, window_candidates
+from pbd_deploy.core.windows import WindowSpec, point_positions, points_to_seconds
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.convert import ConvertConfig, convert_checkpoint
 
@@ -26,10 +27,14 @@ TOL = 1e-4  # fp32, as the issue asks
 
 
 def opentad_config_file(name: str, folder: Path) -> Path:
-    """The fixture's OpenTAD config dict written as an OpenTAD config file."""
+    """The fixture's OpenTAD config written as an OpenTAD config file: its model dict and the
+    post_processing make_fixtures.py ran (pre_nms_* are OpenTAD's defaults it passed)."""
     meta = json.loads((FIXTURES / f"{name}.json").read_text())
+    post = {**meta["post_processing"], "pre_nms_thresh": 0.001, "pre_nms_topk": 2000}
     path = folder / f"{name}_config.py"
-    path.write_text(f"window_size = 64\nmodel = {meta['model']!r}\n")
+    path.write_text(
+        f"window_size = 64\nmodel = {meta['model']!r}\npost_processing = {post!r}\n"
+    )
     return path
 
 
@@ -74,26 +79,26 @@ def test_forward_equals_opentad_on_every_output(name, tmp_path):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_post_processing_returns_opentads_detections(name, tmp_path):
+    """The converted model's own post-processing (from its config), run as the runtime and
+    eval run it (`core.postprocessors` with `core.windows`' time map), gives OpenTAD's."""
     model, _, meta = convert(name, tmp_path)
     ref = load_file(str(FIXTURES / f"{name}.safetensors"))
-    config = OpenTADPostConfig(
-        **{k: v for k, v in meta["post_processing"]["nms"].items() if k not in ("use_soft_nms",)}
-    )
+    post = model.config.post
+    settings = {k: v for k, v in meta["post_processing"]["nms"].items() if k != "use_soft_nms"}
+    assert post == OpenTADPostConfig(**settings)
+    spec = WindowSpec.from_model_config(model.config.to_dict())
     with torch.no_grad():
         probs, segments = model.predict(normalised_frames(model, ref["frames"]))
-    windows = [
-        window_candidates(
-            probs[w].numpy(),
-            segments[w].numpy(),
-            m["window_start_frame"] + m["offset_frames"],
-            m["fps"],
-            m["duration"],
-            config,
-            m["snippet_stride"],
-        )
-        for w, m in enumerate(meta["metas"])
-    ]
-    segs, scores, labels = batched_nms(*(np.concatenate(p) for p in zip(*windows)), config)
+    parts = []
+    for w, m in enumerate(meta["metas"]):
+        # our steps are OpenTAD's snippets: the window starts at its start frame
+        assert m["snippet_stride"] == 1 and m["offset_frames"] == 0
+        start, fps, duration = m["window_start_frame"], m["fps"], m["duration"]
+        to_sec = lambda p, s=start: points_to_seconds(p, s, fps, spec, duration)  # noqa: E731
+        parts.append(window_candidates(post, probs[w].numpy(), segments[w].numpy(),
+                                       point_positions(spec), spec.head_length, to_sec,
+                                       duration))  # fmt: skip
+    segs, scores, labels = video_detections(post, parts)
     assert len(scores) == len(ref["det_scores"]) == meta["detections"]
     expected = (ref["det_segments"].numpy(), ref["det_scores"].numpy(), ref["det_labels"].numpy())
     # OpenTAD rounds scores to 1e-4 and segments to 0.01 s before its cross-window Soft-NMS,
