@@ -62,7 +62,9 @@ class OpenTADPostConfig:
         for name in ("pre_nms_topk", "max_seg_num", "video_topk"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PbdError(f"opentad postprocess {name} must be a positive integer, got {value!r}")
+                raise PbdError(
+                    f"opentad postprocess {name} must be a positive integer, got {value!r}"
+                )
         for name in ("pre_nms_thresh", "min_score", "voting_thresh"):
             value = getattr(self, name)
             if not _is_real(value) or not 0 <= value <= 1:
@@ -115,26 +117,6 @@ def clip_seconds(secs: np.ndarray, duration: float) -> np.ndarray:
     """`convert_to_seconds`'s truncation to [0, duration] (in the dtype of `secs`)."""
     secs = np.where(secs <= 0, secs.dtype.type(0), secs)
     return np.where(secs >= duration, secs.dtype.type(duration), secs)
-
-
-def window_candidates(
-    scores: np.ndarray,
-    segments: np.ndarray,
-    window_start: float,
-    fps: float,
-    duration: float,
-    config: OpenTADPostConfig,
-    snippet_stride: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One sliding window's candidates with OpenTAD's meta: segments (M, 2) s, scores, labels.
-
-    Args:
-        scores: (N, K) class probabilities per point; segments: (N, 2) in head steps.
-        window_start: the window's first frame (OpenTAD's window_start_frame + offset).
-    """
-    segs, scs, labels = select_candidates(scores, segments, config)
-    secs = (segs * np.float32(snippet_stride) + np.float32(window_start)) / np.float32(fps)
-    return round_detections(clip_seconds(secs, duration), scs, labels)
 
 
 def round_detections(segments, scores, labels):
@@ -260,8 +242,10 @@ class VideoScores:
             raise PbdError(f"video scores file {path} is not valid JSON ({exc})") from None
         names = data.get("class") if isinstance(data, dict) else None
         results = data.get("results") if isinstance(data, dict) else None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not (
-            isinstance(results, dict)
+        if (
+            not isinstance(names, list)
+            or not all(isinstance(n, str) for n in names)
+            or not isinstance(results, dict)
         ):
             raise PbdError(
                 f"video scores file {path} needs 'class' (list of names) and 'results' "

@@ -32,9 +32,7 @@ def opentad_config_file(name: str, folder: Path) -> Path:
     meta = json.loads((FIXTURES / f"{name}.json").read_text())
     post = {**meta["post_processing"], "pre_nms_thresh": 0.001, "pre_nms_topk": 2000}
     path = folder / f"{name}_config.py"
-    path.write_text(
-        f"window_size = 64\nmodel = {meta['model']!r}\npost_processing = {post!r}\n"
-    )
+    path.write_text(f"window_size = 64\nmodel = {meta['model']!r}\npost_processing = {post!r}\n")
     return path
 
 
