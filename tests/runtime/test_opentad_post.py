@@ -365,3 +365,28 @@ def test_tensorrt_runtime_with_opentad_post_decodes_on_the_host(
     assert len(numpy_path) > 10 and with_kernels == numpy_path
     segs = np.array([[d.start_s, d.end_s] for d in numpy_path])
     assert np.allclose(segs * 100, np.round(segs * 100))  # OpenTAD's rounding: its path ran
+
+
+def test_presets_give_the_published_post_processing_and_thresholds(tmp_path):
+    """AdaTAD's THUMOS14 and ActivityNet configs (their numbers written out here)."""
+    from pbd_deploy.models.convert import convert_checkpoint
+    from tests.models.test_opentad_presets import real_size_checkpoint
+
+    ckpt = real_size_checkpoint("adatad-thumos-videomae-s", tmp_path / "thumos.pth")
+    classes = [f"c{i}" for i in range(20)]
+    config = ConvertConfig(preset="adatad-thumos-videomae-s", fps=7.5)
+    thumos = convert_checkpoint(ckpt, classes, config)[0].config
+    assert thumos.post == OpenTADPostConfig(
+        pre_nms_thresh=0.001, pre_nms_topk=2000, sigma=0.7, max_seg_num=2000, min_score=0.0,
+        multiclass=True, voting_thresh=0.7, sliding_window=True,
+    )  # fmt: skip
+    assert thumos.thresholds == (0.3, 0.4, 0.5, 0.6, 0.7)
+    ckpt = real_size_checkpoint("adatad-anet-videomae-s", tmp_path / "anet.pth")
+    anet = convert_checkpoint(ckpt, ["action"], ConvertConfig(preset="adatad-anet-videomae-s"))
+    anet = anet[0].config
+    assert anet.input.sampling == "resize"
+    assert anet.post == OpenTADPostConfig(
+        pre_nms_thresh=0.001, pre_nms_topk=2000, sigma=0.7, max_seg_num=100, min_score=0.001,
+        multiclass=False, voting_thresh=0.9, sliding_window=False, video_topk=2,
+    )  # fmt: skip
+    assert anet.thresholds == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
