@@ -106,3 +106,18 @@ def test_resize_with_features_or_a_rate_is_refused_in_one_line(exported):
         with pytest.raises(PbdError, match=message) as err:
             DetectorConfig.from_dict(config)
         assert "\n" not in str(err.value)
+
+
+def test_cuda_kernels_are_bypassed_for_resized_videos(exported, synth_data, monkeypatch):
+    """The kernels map points by the sliding-window formula; resized videos use numpy."""
+    runtime = Runtime(exported / "deploy" / "model.onnx")
+    video = load_annotations(synth_data / "annotations.json").split("test")[0]
+    path = synth_data / "videos" / f"{video.video_id}.mp4"
+    expected = runtime.detect(path, duration=video.duration)
+    monkeypatch.setattr(runtime.backend, "kernels", object(), raising=False)
+
+    def refuse(*args):
+        raise AssertionError("the CUDA kernel path ran for a resized video")
+
+    monkeypatch.setattr(runtime, "_gpu_candidates", refuse)
+    assert runtime.detect(path, duration=video.duration) == expected
