@@ -17,9 +17,10 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "opentad"
 META = json.loads((FIXTURES / "adatad_abs_pe.json").read_text())  # 64 frames, 64 points
 
 
-def config_file(folder: Path, resize_length: int = 64, scale_factor: int = 1) -> Path:
+def config_file(folder: Path, resize_length: int = 64, scale_factor: int = 1, **sections) -> Path:
     """The fixture's model with an ActivityNet-style test pipeline (as in OpenTAD's
-    configs/adatad/anet/*_adapter.py, at the fixture's size)."""
+    configs/adatad/anet/*_adapter.py, at the fixture's size) and the given top-level
+    sections (post_processing, ...)."""
     path = folder / "anet_tiny.py"
     path.write_text(
         f"model = {META['model']!r}\n"
@@ -30,6 +31,7 @@ def config_file(folder: Path, resize_length: int = 64, scale_factor: int = 1) ->
         "        dict(type='mmaction.DecordDecode'),\n"
         "        dict(type='mmaction.Resize', scale=(-1, 32)),\n"
         "        dict(type='mmaction.CenterCrop', crop_size=32)]))\n"
+        + "".join(f"{key} = {value!r}\n" for key, value in sections.items())
     )  # fmt: skip
     return path
 

@@ -121,3 +121,30 @@ def test_cuda_kernels_are_bypassed_for_resized_videos(exported, synth_data, monk
 
     monkeypatch.setattr(runtime, "_gpu_candidates", refuse)
     assert runtime.detect(path, duration=video.duration) == expected
+
+
+def test_converted_anet_model_with_opentads_post_processing(tmp_path, synth_data):
+    """An ActivityNet-style OpenTAD config: resize input + class-agnostic Soft-NMS with
+    voting, per video (no cross-window step); torch eval and the ONNX runtime agree."""
+    from pbd_deploy.models.convert import ConvertConfig, convert_model_dir
+    from tests.models.test_opentad_resize_input import FIXTURES, config_file
+
+    post = dict(nms=dict(use_soft_nms=True, sigma=0.7, max_seg_num=100, min_score=0.001,
+                         multiclass=False, voting_thresh=0.9))  # fmt: skip
+    classes = load_annotations(synth_data / "annotations.json").class_names
+    config = ConvertConfig(opentad_config=str(config_file(tmp_path, post_processing=post)))
+    convert_model_dir(FIXTURES / "adatad_abs_pe.pth", tmp_path / "model", classes, config)
+    export_model(tmp_path / "model", tmp_path / "deploy", ExportConfig())
+    model = load_model(tmp_path / "model")
+    assert model.config.input.sampling == "resize" and not model.config.post.sliding_window
+    ds = TadDataset(synth_data, model.config)
+    runtime = Runtime(tmp_path / "deploy" / "model.onnx", providers=["CPUExecutionProvider"])
+    ours, theirs = {}, {}
+    for video in ds.split("test"):
+        path = ds.root / "videos" / f"{video.video_id}.mp4"
+        ours[video.video_id] = [d.to_dict() for d in runtime.detect(path, duration=video.duration)]
+        theirs[video.video_id] = detect_video(model, ds, video)  # the model's post-processing
+        segs = np.array([d["segment"] for d in theirs[video.video_id]])
+        assert 10 < len(segs) <= 100 and segs.min() >= 0 and segs.max() <= video.duration
+    match = match_predictions(ours, theirs, max_detections=100)
+    assert match.same, match.problems[:5]
