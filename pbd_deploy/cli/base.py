@@ -163,7 +163,7 @@ SUBSETS = click.option(
     show_default=True,
     help="Split role of each annotation subset: default (training, validation, testing by "
     "name), opentad-thumos, opentad-anet, or SUBSET=ROLE pairs with roles train, val, test, "
-    "train+val (15%% held out as val) or none, e.g. training=train+val,validation=test.",
+    "train+val (15% held out as val) or none, e.g. training=train+val,validation=test.",
 )
 
 
