@@ -29,10 +29,21 @@ THUMOS_TIOU = [0.3, 0.4, 0.5, 0.6, 0.7]
 ANET_TIOU = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 
-def test_every_published_adatad_size_is_a_preset():
-    assert preset_names() == sorted(
-        f"adatad-{data}-videomae-{size}" for data in ("thumos", "anet") for size in SIZES
-    )
+def test_every_published_adatad_size_and_the_pbd_configs_are_presets():
+    adatad = [f"adatad-{data}-videomae-{size}" for data in ("thumos", "anet") for size in SIZES]
+    pbd = ["pbd-thumos-videomae-s", "pbd-thumos-videomae-l", "pbd-anet-videomae-s"]
+    assert preset_names() == sorted(adatad + pbd)
+
+
+@pytest.mark.parametrize("name", ["pbd-thumos-videomae-s", "pbd-thumos-videomae-l"])
+def test_pbd_presets_are_longlora_backbones_with_the_thumos_settings(name):
+    cfg, adatad = opentad_preset(name), opentad_preset(name.replace("pbd-", "adatad-"))
+    vit = get(cfg, "model.backbone.backbone")
+    assert vit["type"] == "VisionTransformerLongLoRA" and "adapter_index" not in vit
+    assert vit["lora_rank"] == vit["embed_dims"] // 4
+    for key in ("post_processing", "evaluation.tiou_thresholds", "window_size",
+                "dataset.test.window_overlap_ratio", "model.projection", "model.rpn_head"):  # fmt: skip
+        assert get(cfg, key) == get(adatad, key), key
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
@@ -118,6 +129,33 @@ def test_anet_preset_converts_the_real_videomae_s_layout(tmp_path):
     assert (c.head.dim, c.head.length, c.head.abs_pe, c.head.attn_window) == (256, 192, True, -1)
     assert not conversion.unplaced and not conversion.reinitialised
     assert model.head.projection.pos_embed.shape == (1, 256, 192)
+
+
+def test_pbd_preset_converts_a_compressed_longlora_checkpoint(tmp_path):
+    """OpenTAD's VideoMAE-S layout without adapters, with PBD's LongLoRA pairs (names and
+    shapes as PBD's code writes them, see the pbd_longlora fixture) and block 3 dropped."""
+    src = torch.load(real_size_checkpoint("adatad-thumos-videomae-s", tmp_path / "s.pth"))
+    dim, rank, prefix = 384, 96, "module.backbone.model.backbone.blocks."
+    state, gen = {}, torch.Generator().manual_seed(1)
+    for key, value in src["state_dict"].items():
+        if ".adapter." not in key and not key.startswith(f"{prefix}3."):
+            state[key] = value  # PBD keeps the original numbers: blocks 0, 1, 2, 4, ...
+    kept = [b for b in range(12) if b != 3]
+    for block in kept:
+        for name, out in (("lora_qkv", 3 * dim), ("lora_proj", dim)):
+            state[f"{prefix}{block}.attn.{name}.A"] = torch.randn(dim, rank, generator=gen) * 0.01
+            state[f"{prefix}{block}.attn.{name}.B"] = torch.randn(rank, out, generator=gen) * 0.01
+    ckpt = tmp_path / "pbd.pth"
+    torch.save({"state_dict": state}, ckpt)
+    classes = [f"c{i}" for i in range(20)]
+    model, conversion = convert_checkpoint(
+        ckpt, classes, ConvertConfig(preset="pbd-thumos-videomae-s")
+    )
+    assert model.config.backbone.block_indices == kept and not model.config.backbone.adapter_indices
+    assert conversion.folded_lora == 2 * len(kept) and not conversion.unplaced
+    assert model.config.input.window == 768 and model.config.head.dim == 512
+    with pytest.raises(PbdError, match="adapter_index is .* there, \\[\\] in the checkpoint"):
+        convert_checkpoint(ckpt, classes, ConvertConfig(preset="adatad-thumos-videomae-s"))
 
 
 def test_preset_of_another_size_is_one_line_naming_the_setting(thumos_s, tmp_path):
