@@ -165,6 +165,12 @@ def train(data, model, out, recipe, force, resume, **options):
     "class-agnostic OpenTAD model's detections (ActivityNet).",
 )
 @click.option(
+    "--class-agnostic",
+    is_flag=True,
+    help="Score a predictions file class-agnostically: every label, predicted and annotated, "
+    "is one class (a model says so itself: config.json / model.json class_agnostic).",
+)
+@click.option(
     "--save-predictions",
     type=click.Path(dir_okay=False),
     help="Also write the detections in ActivityNet results format.",
@@ -176,8 +182,8 @@ def train(data, model, out, recipe, force, resume, **options):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 def evaluate(
-    model, data, annotations, split, thresholds, video_scores, save_predictions, device, workers,
-    past_end, subsets, as_json,
+    model, data, annotations, split, thresholds, video_scores, class_agnostic, save_predictions,
+    device, workers, past_end, subsets, as_json,
 ):  # fmt: skip
     """mAP@tIoU of a model on a split, or of an ActivityNet-format predictions file.
 
@@ -195,6 +201,7 @@ def evaluate(
         split=split,
         thresholds=thresholds,
         video_scores=video_scores,
+        class_agnostic=class_agnostic,
         device=device,
         save_predictions=save_predictions,
         past_end=past_end,

@@ -128,8 +128,10 @@ class _Tally:
         }
 
 
-def _combine(criterion: str, results: list[dict], videos, thresholds) -> dict[int, float]:
-    """Scores from every rank's partial results."""
+def _combine(criterion: str, results: list[dict], videos, thresholds,
+             label: str | None = None) -> dict[int, float]:  # fmt: skip
+    """Scores from every rank's partial results (`label`: the class every ground-truth
+    segment takes, a class-agnostic model's)."""
     if criterion != "map":
         sums: dict[int, list[float]] = {}
         for part in results:
@@ -138,7 +140,7 @@ def _combine(criterion: str, results: list[dict], videos, thresholds) -> dict[in
                 total[0] += s
                 total[1] += n
         return {index: s / n for index, (s, n) in sorted(sums.items())}
-    truth = ground_truth(videos)
+    truth = ground_truth(videos, label)
     scores = {}
     for index in sorted(results[0]):
         predictions = {vid: [] for vid in truth}
@@ -168,7 +170,8 @@ def score_candidates(
             (head-input MSE against `teacher`), both lower is better.
         prefix: use prefix reuse (same result, less work); False is the naive reference.
         thresholds: tIoU thresholds of the "map" criterion; default the model's. Candidates
-            are post-processed with the model's post-processing.
+            are post-processed with the model's post-processing (and a class-agnostic
+            model scored class-agnostically, `DetectorConfig.truth_label`).
     Returns:
         {original block index: score}. Under torchrun, videos are split across ranks and
         every rank returns the same scores.
@@ -190,7 +193,8 @@ def score_candidates(
         if progress:
             progress("score", done, len(mine))
     thresholds = thresholds or model.config.thresholds
-    return _combine(criterion, distributed.gather(tally.local_result()), videos, thresholds)
+    results = distributed.gather(tally.local_result())
+    return _combine(criterion, results, videos, thresholds, model.config.truth_label)
 
 
 def best_candidates(scores: dict[int, float], criterion: str, count: int = 1) -> list[int]:

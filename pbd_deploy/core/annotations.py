@@ -224,17 +224,31 @@ class Annotations:
         return [v for v in train if v.video_id in chosen]
 
 
-def ground_truth(videos: Iterable[VideoInfo]) -> dict[str, list[dict[str, Any]]]:
+def ground_truth(
+    videos: Iterable[VideoInfo], label: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Ground truth in the evaluator's input format.
 
     Args:
         videos: the videos to include (e.g. `annotations.split("test")`).
+        label: give every segment this label instead of its own (class-agnostic scoring:
+            a class-agnostic model's one class, `DetectorConfig.truth_label`); a segment
+            annotated twice under different labels is then one instance, as OpenTAD's
+            `filter_same_annotation` keeps it for class-agnostic training.
 
     Returns:
         video_id -> list of {"label": str, "segment": [start_s, end_s]}.
     """
+    if label is None:
+        return {
+            v.video_id: [{"label": a.label, "segment": [a.start, a.end]} for a in v.annotations]
+            for v in videos
+        }
     return {
-        v.video_id: [{"label": a.label, "segment": [a.start, a.end]} for a in v.annotations]
+        v.video_id: [
+            {"label": label, "segment": list(segment)}
+            for segment in dict.fromkeys((a.start, a.end) for a in v.annotations)
+        ]
         for v in videos
     }
 

@@ -61,6 +61,8 @@ class TadDataset:
         self.input = config.input
         self.spec = windows.WindowSpec.from_model_config(config.to_dict())  # shared with runtime
         self.class_index = {name: i for i, name in enumerate(config.class_names)}
+        if config.class_agnostic:  # every annotated label is the model's one class
+            self.class_index = dict.fromkeys(self.annotations.class_names, 0)
         unknown = sorted(set(self.annotations.class_names) - set(self.class_index))
         if unknown:
             raise PbdError(
@@ -173,13 +175,16 @@ class TadDataset:
         return normalize(steps, self.input.mean, self.input.std)  # (3, T, crop, crop)
 
     def segments_in_steps(self, video: VideoInfo, fps: float) -> tuple[np.ndarray, np.ndarray]:
-        """Ground truth as (M, 2) input-step boundaries and (M,) class ids.
+        """Ground truth as (M, 2) input-step boundaries and (M,) class ids (all 0 for a
+        class-agnostic model, each segment once).
 
         A resized video's steps span its annotated duration: clip(t / duration, 0, 1) *
         window, as OpenTAD's resize loader maps ground truth.
         """
-        segs = [(a.start, a.end) for a in video.annotations]
-        labels = [self.class_index[a.label] for a in video.annotations]
+        pairs = [((a.start, a.end), self.class_index[a.label]) for a in video.annotations]
+        if self.config.class_agnostic:  # one segment under two labels is one instance
+            pairs = list(dict.fromkeys(pairs))  # (OpenTAD's filter_same_annotation)
+        segs, labels = [p[0] for p in pairs], [p[1] for p in pairs]
         segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2)
         if self.resized:
             segs = np.clip(segs / video.duration, 0.0, 1.0) * self.input.window

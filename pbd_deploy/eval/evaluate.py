@@ -26,6 +26,7 @@ from pbd_deploy.core.metrics import (
 from pbd_deploy.errors import PbdError
 
 THRESHOLDS = {"thumos": THUMOS_THRESHOLDS, "activitynet": ACTIVITYNET_THRESHOLDS}
+AGNOSTIC_LABEL = "action"  # the one class of class-agnostic scoring of a predictions file
 
 
 def evaluate_path(
@@ -41,6 +42,7 @@ def evaluate_path(
     workers: int = 0,
     subsets: str = "default",
     video_scores=None,
+    class_agnostic: bool = False,
 ) -> DetectionResult:
     """Score a model directory or a .onnx / .engine file on DATA, or predictions on ANN.json.
 
@@ -52,6 +54,10 @@ def evaluate_path(
     unless `thresholds` ("thumos" or "activitynet") says otherwise; a predictions file at
     THUMOS14's by default. `video_scores` (a CUHK-format classifier results file) is fused
     with a class-agnostic OpenTAD model's detections, as OpenTAD does on ActivityNet.
+    Without it a class-agnostic model (config.json / model.json "class_agnostic") is scored
+    class-agnostically: every ground-truth segment takes the model's one class.
+    `class_agnostic` scores a predictions file that way: every label, predicted and
+    annotated, becomes one class (`AGNOSTIC_LABEL`).
     """
     check_workers(workers)
     subset_roles(subsets)  # a bad mapping fails before a model is loaded
@@ -65,6 +71,11 @@ def evaluate_path(
     if save_predictions:
         check_folder(save_predictions, "--save-predictions")
     path = Path(model)
+    if class_agnostic and path.suffix != ".json":
+        raise PbdError(
+            "--class-agnostic scores a predictions file; a model's config.json / model.json "
+            "says whether it is class-agnostic (class_agnostic), so leave it out"
+        )
     if path.is_dir() or path.suffix in (".onnx", ".engine"):
         if not data:
             raise PbdError("evaluating a model needs --data DATA")
@@ -87,11 +98,17 @@ def evaluate_path(
             raise PbdError("--video-scores is fused when running a model, not a predictions file")
         levels = levels or THUMOS_THRESHOLDS
         known = load_annotations(annotations, past_end=past_end, subsets=subsets)
-        predictions = load_predictions(path, known.class_names, set(known.videos))
+        names = None if class_agnostic else known.class_names  # any label is the one class
+        predictions = load_predictions(path, names, set(known.videos))
         videos = known.split(split)
         wanted = {v.video_id for v in videos}
         predictions = {k: v for k, v in predictions.items() if k in wanted}
-        result = evaluate_detections(ground_truth(videos), predictions, levels)
+        label = AGNOSTIC_LABEL if class_agnostic else None
+        if class_agnostic:
+            predictions = {
+                k: [{**d, "label": label} for d in found] for k, found in predictions.items()
+            }
+        result = evaluate_detections(ground_truth(videos, label), predictions, levels)
     elif not path.exists():
         raise PbdError(f"{path} does not exist")
     else:
@@ -116,7 +133,9 @@ def _evaluate_model_dir(path, data, split, levels, device, progress, past_end, w
     config = detector.config
     if video_scores is not None:  # the fused labels are the classifier's, not the model's
         video_scores.check_detector(len(config.class_names))
-        config = dataclasses.replace(config, class_names=video_scores.class_names)
+        config = dataclasses.replace(
+            config, class_names=video_scores.class_names, class_agnostic=False
+        )
     dataset = TadDataset(data, config, past_end, subsets=subsets)
     return evaluate_model(detector, dataset, split, thresholds=levels, device=device,
                           progress=progress, workers=workers, video_scores=video_scores)  # fmt: skip

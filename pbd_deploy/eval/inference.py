@@ -131,9 +131,13 @@ def evaluate_model(
     """mAP of `model` on one split of `dataset`, and the predictions it was computed from.
 
     `post` and `thresholds` default to the model's (`DetectorConfig.post`, `.thresholds`).
+    A class-agnostic model is scored class-agnostically (every ground-truth segment takes
+    its one class) unless `video_scores` gives its detections the annotated classes.
     """
     predictions = predict_split(model, dataset, role, post, device, progress, workers,
                                 video_scores=video_scores)  # fmt: skip
     thresholds = thresholds or model.config.thresholds
-    result = evaluate_detections(ground_truth(dataset.split(role)), predictions, thresholds)
+    label = None if video_scores else dataset.config.truth_label
+    truth = ground_truth(dataset.split(role), label)
+    result = evaluate_detections(truth, predictions, thresholds)
     return result, predictions

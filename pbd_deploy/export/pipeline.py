@@ -155,7 +155,7 @@ def _parity(job: _Export) -> dict:
         ort_result, ort_preds = job.evaluate("model.onnx")
         match = parity.predictions_match(torch_preds, ort_preds, model.config.post)
         same = same and match.same
-        gt = ground_truth(job.dataset.split(cfg.split))
+        gt = ground_truth(job.dataset.split(cfg.split), model.config.truth_label)
         job.manifest["accuracy"] = {
             "split": cfg.split,
             "torch": torch_result.to_json(),

@@ -95,10 +95,25 @@ class DetectorConfig:
     # before these fields existed load with ours and THUMOS14's.
     postprocess: dict = field(default_factory=lambda: postprocess_to_dict(PostprocessConfig()))
     thresholds: tuple[float, ...] = THUMOS_THRESHOLDS
+    # A class-agnostic detector (OpenTAD's `class_agnostic=True` datasets, AdaTAD on
+    # ActivityNet) has one class standing for every annotated label: its training targets
+    # label every segment 0 and, without a video classifier, it is scored class-agnostically
+    # (every ground-truth segment relabelled to its class). Files without it: False.
+    class_agnostic: bool = False
 
     def __post_init__(self):
         if not self.class_names:
             raise PbdError("a detector needs at least one class name")
+        if not isinstance(self.class_agnostic, bool):
+            raise PbdError(
+                f"model config class_agnostic must be true or false, not {self.class_agnostic!r}"
+            )
+        if self.class_agnostic and len(self.class_names) != 1:
+            raise PbdError(
+                f"a class-agnostic detector has exactly one class; this one names "
+                f"{len(self.class_names)} ({', '.join(self.class_names[:3])}...): set "
+                "class_agnostic false or give it one class"
+            )
         if (self.backbone is None) != (self.input.mode == "features"):
             raise PbdError("feature-mode models have no backbone; video-mode models need one")
         post = postprocess_from_dict(self.postprocess, "model config (postprocess)")
@@ -115,6 +130,12 @@ class DetectorConfig:
     def post(self) -> Postprocess:
         """The post-processing settings as an object (`core.postprocessors`)."""
         return postprocess_from_dict(self.postprocess)
+
+    @property
+    def truth_label(self) -> str | None:
+        """The label every ground-truth segment takes when this model is scored: its one
+        class if it is class-agnostic, else None (labels stay)."""
+        return self.class_names[0] if self.class_agnostic else None
 
     @property
     def frames_per_step(self) -> float:

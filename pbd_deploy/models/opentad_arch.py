@@ -99,6 +99,12 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
             f"the checkpoint detects {num_classes} classes, {len(class_names)} class names given; "
             "pass --num-classes or --classes to match"
         )
+    class_agnostic = _class_agnostic(cfg)
+    if class_agnostic and num_classes != 1:
+        raise PbdError(
+            f"{source} trains class-agnostically (dataset.*.class_agnostic=True), but the "
+            f"checkpoint detects {num_classes} classes; give the config it was trained with"
+        )
     window_attn = (
         options.attn_window
         if options.attn_window is not None
@@ -179,8 +185,15 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
     name = options.model or f"opentad-vit-{dim}x{len(kept)}"
     return DetectorConfig(
         name=name, class_names=list(class_names), input=inp, backbone=backbone, head=head,
-        **_post_and_thresholds(cfg, inp.sampling),
+        class_agnostic=class_agnostic, **_post_and_thresholds(cfg, inp.sampling),
     )  # fmt: skip
+
+
+def _class_agnostic(cfg: dict) -> bool:
+    """Whether the config's datasets label every segment 0 (`class_agnostic=True`, as the
+    AdaTAD ActivityNet configs do in train, val and test; the presets keep val and test)."""
+    parts = ("train", "val", "test")
+    return any(get(cfg, f"dataset.{part}.class_agnostic", False) for part in parts)
 
 
 def _check_fits(source: str, cfg: dict, facts: dict, depth: int) -> None:

@@ -72,6 +72,9 @@ class Detector:
         self.manifest = load_manifest(self.path)
         self.model_config = self.manifest["model_config"]
         self.class_names = list(self.model_config["class_names"])
+        # a class-agnostic model's one class stands for every label (DetectorConfig)
+        agnostic = self.model_config.get("class_agnostic", False)
+        self.truth_label = self.class_names[0] if agnostic is True else None
         self.spec = WindowSpec.from_model_config(self.model_config)
         self.positions = point_positions(self.spec)  # (N,)
         where = self.path.parent / "model.json"

@@ -32,6 +32,8 @@ def evaluate_artifact(
         path: model.onnx / model.fp16.onnx / model.int8.onnx / model.engine (with model.json).
         data: dataset directory (annotations.json + videos/ or features/).
         thresholds: tIoU thresholds; default the model's (model.json "thresholds").
+            A class-agnostic model is scored class-agnostically (every ground-truth
+            segment takes its one class) unless `video_scores` gives the annotated classes.
         subsets: which split role each annotation subset feeds (`--subsets`).
         detector_options: passed to `Detector` (providers, threads, video_scores).
     """
@@ -50,7 +52,8 @@ def evaluate_artifact(
         if progress:
             progress("eval", i + 1, len(videos))
     thresholds = thresholds or detector.thresholds
-    return evaluate_detections(ground_truth(videos), predictions, thresholds), predictions
+    label = None if detector.video_scores is not None else detector.truth_label
+    return evaluate_detections(ground_truth(videos, label), predictions, thresholds), predictions
 
 
 def _source(detector: Detector, root: Path, video: VideoInfo):
