@@ -31,6 +31,7 @@ def decode_video(
     fps: float | None = None,
     size: int | None = None,
     crop: int | None = None,
+    frame_stride: int = 1,
 ) -> tuple[np.ndarray, float]:
     """Decode every frame of a video into RGB uint8.
 
@@ -38,6 +39,9 @@ def decode_video(
         path: the video file.
         fps: resample to this rate by timestamps (each output instant takes the latest
             frame at or before it); None keeps every decoded frame.
+        frame_stride: keep decoded frames 0, k, 2k, ... (OpenTAD's sliding-window input,
+            `LoadFrames(method="sliding_window")`); the rate is then the file's over k.
+            Not with `fps`.
         size: resize so the short side is `size` pixels (aspect kept); None keeps it.
         crop: center-crop to `crop` x `crop` after resizing; None skips the crop.
 
@@ -47,18 +51,26 @@ def decode_video(
     Raises:
         PbdError: missing file, undecodable file, or a crop larger than the frame.
     """
-    for name, value in (("fps", fps), ("size", size), ("crop", crop)):
+    checks = (("fps", fps), ("size", size), ("crop", crop), ("frame_stride", frame_stride))
+    for name, value in checks:
         if value is not None and value <= 0:
             raise PbdError(f"decode_video: {name} must be positive, got {value}")
+    if fps is not None and frame_stride != 1:
+        raise PbdError(
+            "decode_video: give fps (resample) or frame_stride (every k-th frame), not both"
+        )
     path = Path(path)
     with open_video(path) as (container, stream):
         src_fps = _stream_fps(stream, path)
         timed = _timed_frames(container.decode(stream), stream.time_base, src_fps)
-        picked = _resample(timed, fps, src_fps) if fps is not None else (f for f, _ in timed)
+        if fps is not None:
+            picked = _resample(timed, fps, src_fps)
+        else:
+            picked = itertools.islice((f for f, _ in timed), 0, None, frame_stride)
         frames = _convert(picked, size, crop, path)
     if not len(frames):
         raise _undecodable(path, "no frames decoded")
-    return frames, float(fps) if fps is not None else src_fps
+    return frames, float(fps) if fps is not None else src_fps / frame_stride
 
 
 def resize_indices(total: int, frames: int) -> np.ndarray:
@@ -165,6 +177,33 @@ def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
     starts = list(range(0, last + 1, stride))
     if starts[-1] != last:
         starts.append(last)
+    return starts
+
+
+def aligned_window_starts(num_steps: int, window: int, stride: int) -> list[int]:
+    """Window starts as OpenTAD's `SlidingWindowDataset.split_video_to_windows` places them.
+
+    Windows start at idx * stride for idx < max(1, num_steps // stride); the first one that
+    runs past the end is moved back to end at the last step (start 0 if the video is
+    shorter than a window) and is the last. When `num_steps` is a multiple of `stride` (and
+    at least a window) that moved window starts where the one before it did, and OpenTAD
+    evaluates it twice: so is it here (its candidates go into the NMS twice).
+
+    Args:
+        num_steps: input steps of the video (OpenTAD's snippets).
+        window: steps per window; stride: steps between starts, at most `window`.
+    """
+    if window <= 0 or stride <= 0:
+        raise PbdError(f"window ({window}) and stride ({stride}) must be positive")
+    if stride > window:
+        raise PbdError(f"stride {stride} > window {window} would skip frames; lower the stride")
+    starts = []
+    for idx in range(max(1, num_steps // stride)):
+        start = idx * stride
+        if start + window > num_steps:  # the last window: aligned to the end
+            starts.append(max(0, num_steps - window))
+            break
+        starts.append(start)
     return starts
 
 

@@ -5,6 +5,9 @@ in `pbd_deploy.data.dataset`: point x of a window starting at input step s is at
     (s * step_frames + (x + 0.5) * frames_per_point) / fps  seconds,
 and, for a video resized to one window (sampling "resize", OpenTAD's `convert_to_seconds`),
     x / head_length * duration  seconds.
+With sampling "stride" an input step is every `frame_stride`-th frame of the file and `fps`
+is the file's rate over `frame_stride`, so the same formula holds; its windows are placed as
+OpenTAD's `SlidingWindowDataset` places them (`window_plan`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from pbd_deploy.core.postprocess import select_topk
-from pbd_deploy.core.video import normalize, take_window, window_starts
+from pbd_deploy.core.video import aligned_window_starts, normalize, take_window, window_starts
 from pbd_deploy.errors import PbdError
 
 
@@ -36,7 +39,8 @@ class WindowSpec:
     feature_stride: float
     head_length: int
     levels: int
-    sampling: str = "rate"  # or "resize": the whole video as one window (InputConfig)
+    sampling: str = "rate"  # "resize": the whole video as one window; "stride" (InputConfig)
+    frame_stride: int = 1  # sampling "stride": every frame_stride-th frame of the file
 
     @classmethod
     def from_model_config(cls, config: dict) -> "WindowSpec":
@@ -44,6 +48,7 @@ class WindowSpec:
         return cls(
             mode=inp["mode"],
             sampling=inp.get("sampling", "rate"),  # files written before it existed
+            frame_stride=int(inp.get("frame_stride", 1)),
             window=int(inp["window"]),
             stride=int(inp["stride"]),
             fps=inp.get("fps"),
@@ -88,10 +93,22 @@ def model_input(steps: np.ndarray, spec: WindowSpec) -> np.ndarray:
     return normalize(steps[:, top : top + crop, left : left + crop], spec.mean, spec.std)
 
 
+def window_plan(num_steps: int, spec: WindowSpec) -> list[int]:
+    """Start steps of the windows of a video of `num_steps` input steps, in order.
+
+    Sampling "stride" places them as OpenTAD's `SlidingWindowDataset` (the last window
+    aligned to the video's end, repeated when it coincides with the one before:
+    `core.video.aligned_window_starts`); "rate" and "resize" as `core.video.window_starts`.
+    """
+    if spec.sampling == "stride":
+        return aligned_window_starts(num_steps, spec.window, spec.stride)
+    return window_starts(num_steps, spec.window, spec.stride)
+
+
 def sliding_windows(data: np.ndarray, spec: WindowSpec) -> Iterator[tuple[int, np.ndarray, float]]:
     """Yield (start step, model input, valid head points) covering all of `data` (T, ...)."""
     scale = spec.head_length / spec.window
-    for start in window_starts(len(data), spec.window, spec.stride):
+    for start in window_plan(len(data), spec):
         steps, valid = take_window(data, start, spec.window)
         yield start, model_input(steps, spec), valid * scale
 

@@ -26,7 +26,6 @@ from pbd_deploy.core.video import (
     normalize,
     resize_indices,
     take_window,
-    window_starts,
 )
 from pbd_deploy.data.augment import CROP_RATIO, Augment, apply_augment, draw_augment
 from pbd_deploy.data.frames import VideoIndex, decoded_bytes, index_video, read_steps
@@ -99,6 +98,9 @@ class TadDataset:
                 picked = index.source[resize_indices(index.steps, self.input.window)]
                 rate = self.input.window * index.fps / index.steps  # keeps the video's length
                 index = replace(index, source=picked, fps=rate)
+            elif index is not None and self.input.sampling == "stride":  # frames 0, k, 2k, ...
+                k = self.input.frame_stride
+                index = replace(index, source=index.source[::k], fps=index.fps / k)
             self._index[video.video_id] = index
         return self._index[video.video_id]
 
@@ -151,7 +153,12 @@ class TadDataset:
         # Kept at the resized size, not cropped: training takes random crops of it.
         if self.resized:
             return decode_resized(self._video_path(video), self.input.window, self.input.resize)
-        return decode_video(self._video_path(video), fps=self.input.fps, size=self.input.resize)
+        return decode_video(
+            self._video_path(video),
+            fps=self.input.fps,
+            size=self.input.resize,
+            frame_stride=self.input.frame_stride,
+        )
 
     def model_input(self, steps: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """A window of raw steps -> the model's input for one sample (no batch axis).
@@ -260,8 +267,9 @@ class TadDataset:
         return points.astype(np.float32), labels
 
     def window_starts(self, video: VideoInfo) -> list[int]:
-        """Starts of the sliding windows that cover the whole video (as at inference)."""
-        return window_starts(self.info(video)[0], self.input.window, self.input.stride)
+        """Starts of the sliding windows that cover the whole video (as at inference):
+        `core.windows.window_plan`, OpenTAD's placement for sampling "stride"."""
+        return windows.window_plan(self.info(video)[0], self.spec)
 
     def eval_window(self, video: VideoInfo, start: int) -> tuple[np.ndarray, float]:
         """(model input, valid head points) of the sliding window starting at `start`."""

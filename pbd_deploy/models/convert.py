@@ -80,10 +80,10 @@ class ConvertConfig:
         lora_scale: LongLoRA's alpha (1 in the official PBD code).
         heads / head_heads / attn_window: what neither shapes nor a config file tell:
             ViT heads, projection attention heads, projection attention window (-1 global).
-        fps: frame rate windows are sampled at (None: each file's). OpenTAD samples every
-            feature_stride * sample_stride-th frame (4 for AdaTAD THUMOS14: 7.5 for its
-            30 fps videos), which a config cannot turn into a rate without the videos.
-            Refused for a whole-video resize config (ActivityNet), which uses every frame.
+        fps: frame rate windows are sampled at (None: each file's). Refused with a config
+            whose test pipeline samples as OpenTAD does: a sliding-window one (THUMOS14:
+            every feature_stride * sample_stride-th frame, sampling "stride") or a
+            whole-video resize one (ActivityNet, sampling "resize").
     """
 
     model: str | None = None
@@ -307,6 +307,12 @@ def convert_checkpoint(
                 f"--fps does not apply here: the config resizes each whole video to "
                 f"{detector_config.input.window} frames picked from all of its frames "
                 "(OpenTAD's ActivityNet input); leave --fps out"
+            )
+        if detector_config.input.sampling == "stride":
+            raise PbdError(
+                f"--fps does not apply here: the config takes every "
+                f"{detector_config.input.frame_stride}th frame of each video whatever its "
+                "rate (OpenTAD's sliding-window input); leave --fps out"
             )
         detector_config.input.fps = config.fps
     model = Detector(detector_config)

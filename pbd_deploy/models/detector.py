@@ -37,7 +37,10 @@ class InputConfig:
     video with OpenTAD's `LoadFrames(method="resize")` indices (`core.video.resize_indices`),
     one window per video whatever its length, as OpenTAD's ActivityNet configs do. Head
     point p of a resized video is at p / head length * duration seconds (OpenTAD's
-    `convert_to_seconds`).
+    `convert_to_seconds`). "stride" takes every `frame_stride`-th frame of the file (0, k,
+    2k, ...) whatever its rate and places windows as OpenTAD's `SlidingWindowDataset` does,
+    the last one aligned to the video's end, as OpenTAD's THUMOS14 configs do
+    (`core.windows.window_plan`).
     """
 
     mode: str = "video"
@@ -45,6 +48,7 @@ class InputConfig:
     window: int = 768
     stride: int | None = None  # sliding-window stride at inference; default 3/4 of the window
     fps: float | None = None  # resample videos to this rate; None keeps each file's rate
+    frame_stride: int = 1  # sampling "stride": every frame_stride-th frame of the file
     resize: int = 160
     crop: int = 160
     mean: tuple[float, float, float] = VIDEOMAE_MEAN
@@ -57,8 +61,25 @@ class InputConfig:
             raise PbdError(f"input mode must be 'video' or 'features', not {self.mode!r}")
         if self.mode == "features" and not self.feature_dim:
             raise PbdError("feature mode needs input.feature_dim")
-        if self.sampling not in ("rate", "resize"):
-            raise PbdError(f"input sampling must be 'rate' or 'resize', not {self.sampling!r}")
+        if self.sampling not in ("rate", "resize", "stride"):
+            raise PbdError(
+                f"input sampling must be 'rate', 'resize' or 'stride', not {self.sampling!r}"
+            )
+        if self.sampling == "stride" and (self.mode == "features" or self.fps is not None):
+            raise PbdError(
+                "input sampling 'stride' takes every frame_stride-th frame of a video file, so "
+                "it needs video mode and no input.fps (resampling); use sampling 'rate' for that"
+            )
+        if int(self.frame_stride) != self.frame_stride or self.frame_stride < 1:
+            raise PbdError(
+                f"input.frame_stride must be a positive integer, not {self.frame_stride!r}"
+            )
+        if self.frame_stride != 1 and self.sampling != "stride":
+            raise PbdError(
+                f"input.frame_stride ({self.frame_stride}) applies to sampling 'stride' only, "
+                f"not {self.sampling!r}"
+            )
+        self.frame_stride = int(self.frame_stride)
         if self.sampling == "resize" and self.mode == "features":
             raise PbdError(
                 "input sampling 'resize' works on videos only: resizing feature files "
@@ -120,10 +141,10 @@ class DetectorConfig:
         self.postprocess = postprocess_to_dict(post)
         self.thresholds = check_thresholds(self.thresholds, "model config (thresholds)")
         sliding = getattr(post, "sliding_window", None)
-        if sliding is not None and sliding != (self.input.sampling == "rate"):
+        if sliding is not None and sliding != (self.input.sampling != "resize"):
             raise PbdError(
                 f"OpenTAD post-processing with sliding_window={sliding} does not fit input "
-                f"sampling {self.input.sampling!r} (sliding windows go with 'rate')"
+                f"sampling {self.input.sampling!r} (sliding windows go with 'rate' or 'stride')"
             )
 
     @property

@@ -225,10 +225,13 @@ def _input_from_config(cfg: dict, inp: InputConfig, frames: int) -> InputConfig:
 
     A test pipeline that loads frames with `LoadFrames(method="resize")` (OpenTAD's
     ActivityNet configs) selects sampling "resize": each whole video becomes one window of
-    `resize_length * scale_factor` frames (192 x 4 = 768 for AdaTAD).
+    `resize_length * scale_factor` frames (192 x 4 = 768 for AdaTAD). One with
+    `LoadFrames(method="sliding_window")` (THUMOS14) selects sampling "stride": every
+    `feature_stride * sample_stride`-th frame of the file, windows placed as OpenTAD's
+    `SlidingWindowDataset` (stride `int(window_size * (1 - window_overlap_ratio))`).
     """
     resize, crop = inp.resize, inp.crop
-    resized = _resize_frames(cfg)
+    resized, frame_stride = _resize_frames(cfg), _frame_stride(cfg, frames)
     if resized is not None and resized != frames:
         raise PbdError(
             f"the OpenTAD config resizes each video to {resized} frames but its backbone "
@@ -247,15 +250,18 @@ def _input_from_config(cfg: dict, inp: InputConfig, frames: int) -> InputConfig:
         stride = max(1, round(frames * (1 - overlap)))
     else:  # the named model's stride if it is for this window, else the default
         stride = inp.stride if inp.window == frames else None
+    sampling, fps = "rate", inp.fps
     if resized is not None:  # one window per video, of frames picked from all of its frames
-        stride, fps = frames, None
-    else:
-        fps = inp.fps
+        sampling, stride, fps = "resize", frames, None
+    elif frame_stride is not None:  # every k-th frame; OpenTAD's window stride and default
+        sampling, fps = "stride", None
+        stride = max(1, int(frames * (1 - get(cfg, "dataset.test.window_overlap_ratio", 0.25))))
     return InputConfig(
-        sampling="rate" if resized is None else "resize",
+        sampling=sampling,
         window=frames,
         stride=stride,
         fps=fps,
+        frame_stride=frame_stride or 1,
         resize=resize,
         crop=crop,
         mean=tuple(pre.get("mean", inp.mean)),
@@ -271,6 +277,37 @@ def _resize_frames(cfg: dict) -> int | None:
                 return None
             length = get(cfg, "dataset.test.resize_length", 128)  # ResizeDataset's default
             return int(length) * int(step.get("scale_factor", 1))
+    return None
+
+
+def _frame_stride(cfg: dict, frames: int) -> int | None:
+    """Frames of the file per input frame of a sliding-window test pipeline (OpenTAD's
+    `snippet_stride // scale_factor`), None for any other pipeline."""
+    for step in get(cfg, "dataset.test.pipeline", []) or []:
+        if isinstance(step, dict) and step.get("type") == "LoadFrames":
+            if step.get("method", "resize") != "sliding_window":
+                return None
+            snippet = int(get(cfg, "dataset.test.feature_stride", -1)) * int(
+                get(cfg, "dataset.test.sample_stride", 1)
+            )
+            scale = int(step.get("scale_factor", 1))
+            if snippet < 1:
+                raise PbdError(
+                    "the OpenTAD config's test dataset slides windows without a positive "
+                    "feature_stride; give the config it was trained with"
+                )
+            if scale != 1:  # OpenTAD then places windows in snippets of `scale` frames
+                raise PbdError(
+                    f"OpenTAD sliding windows with LoadFrames scale_factor={scale} are not "
+                    "supported (every AdaTAD VideoMAE THUMOS14 config uses 1)"
+                )
+            window = get(cfg, "dataset.test.window_size", frames)
+            if window != frames:
+                raise PbdError(
+                    f"the OpenTAD config slides windows of {window} frames but its backbone "
+                    f"takes {frames} (total_frames); the config does not fit together"
+                )
+            return snippet
     return None
 
 
@@ -321,7 +358,7 @@ def _post_and_thresholds(cfg: dict, sampling: str) -> dict:
         min_score=nms("min_score", 0.0),
         multiclass=nms("multiclass", True),
         voting_thresh=nms("voting_thresh", 0.0),
-        sliding_window=sampling == "rate",  # OpenTAD: SlidingWindowDataset vs resized videos
+        sliding_window=sampling != "resize",  # OpenTAD: SlidingWindowDataset vs resized videos
     )
     if isinstance(classifier, dict):
         post["video_topk"] = get(classifier, "topk", 1)

@@ -141,7 +141,8 @@ class Detector:
         """A video file, uint8 frames (T, H, W, 3) or features (T, C) -> (steps, fps).
 
         A "resize"-sampling model gets the whole video as `window` frames (OpenTAD's
-        indices, `core.video.resize_indices`) at the rate that keeps the video's length.
+        indices, `core.video.resize_indices`) at the rate that keeps the video's length; a
+        "stride" model every `frame_stride`-th frame at the file's (or `fps`) over the stride.
         """
         spec = self.spec
         resize = spec.sampling == "resize"
@@ -150,7 +151,7 @@ class Detector:
                 raise PbdError("a feature-mode model takes a (T, C) feature array, not a video")
             if resize:
                 return decode_resized(source, spec.window, spec.resize)
-            return decode_video(source, fps=spec.fps, size=spec.resize)
+            return decode_video(source, spec.fps, spec.resize, frame_stride=spec.frame_stride)
         data = np.asarray(source)
         fps = fps or spec.fps
         if not fps:
@@ -164,6 +165,9 @@ class Detector:
         if resize:
             picked = data[resize_indices(len(data), spec.window)]
             return resize_frames(picked, spec.resize), spec.window * float(fps) / len(data)
+        if spec.sampling == "stride":  # frames 0, k, 2k, ... of the array
+            k = spec.frame_stride
+            return resize_frames(data[::k], spec.resize), float(fps) / k
         return resize_frames(data, spec.resize), float(fps)
 
     def detect(
@@ -190,7 +194,8 @@ class Detector:
         duration = duration if duration is not None else len(data) * self.spec.step_frames / fps
         kernels = getattr(self.backend, "kernels", None) is not None
         kernels = kernels and gpu_decode(self.postprocess)  # the decode kernel: "pbd" only
-        # The CUDA kernels map points to seconds by the sliding-window formula only.
+        # The CUDA path maps points by the sliding-window formula and places windows with
+        # `window_starts`: sampling "rate" only ("stride" places them as OpenTAD, host path).
         if kernels and self.spec.mode == "video" and self.spec.sampling == "rate":
             parts = self._gpu_candidates(data, fps, duration, batch_size)
         else:

@@ -104,7 +104,7 @@ def thumos_s(tmp_path_factory):
 
 def test_preset_converts_the_real_videomae_s_layout(thumos_s):
     classes = [f"c{i}" for i in range(20)]
-    config = ConvertConfig(preset="adatad-thumos-videomae-s", fps=7.5)
+    config = ConvertConfig(preset="adatad-thumos-videomae-s")
     model, conversion = convert_checkpoint(thumos_s, classes, config)
     c = model.config
     assert (c.backbone.dim, c.backbone.depth, c.backbone.heads) == SIZES["s"]

@@ -45,7 +45,7 @@ def test_anet_presets_resize_each_video_to_192_x_4_frames(size):
     thumos = _input_from_config(
         opentad_preset(f"adatad-thumos-videomae-{size}"), InputConfig(), 768
     )
-    assert (thumos.sampling, thumos.stride) == ("rate", 384)
+    assert (thumos.sampling, thumos.stride, thumos.frame_stride) == ("stride", 384, 4)
 
 
 def test_convert_with_an_anet_config_gives_a_resize_model(tmp_path):

@@ -374,7 +374,7 @@ def test_presets_give_the_published_post_processing_and_thresholds(tmp_path):
 
     ckpt = real_size_checkpoint("adatad-thumos-videomae-s", tmp_path / "thumos.pth")
     classes = [f"c{i}" for i in range(20)]
-    config = ConvertConfig(preset="adatad-thumos-videomae-s", fps=7.5)
+    config = ConvertConfig(preset="adatad-thumos-videomae-s")
     thumos = convert_checkpoint(ckpt, classes, config)[0].config
     assert thumos.post == OpenTADPostConfig(
         pre_nms_thresh=0.001, pre_nms_topk=2000, sigma=0.7, max_seg_num=2000, min_score=0.0,

@@ -98,7 +98,7 @@ def test_resize_with_features_or_a_rate_is_refused_in_one_line(exported):
     bad = [
         ({"fps": 15.0}, "input.fps"),
         ({"mode": "features", "feature_dim": 8}, "works on videos only"),
-        ({"sampling": "every"}, "must be 'rate' or 'resize'"),
+        ({"sampling": "every"}, "must be 'rate', 'resize' or 'stride'"),
     ]
     for change, message in bad:
         config = json.loads(json.dumps(data))
