@@ -188,3 +188,13 @@ def test_block_scores_are_class_agnostic_mAPs(converted, many_classes):
     for block, score in scores.items():
         result, _ = evaluate_model(drop_block(model, block), ds, "val")
         assert score == pytest.approx(result.average_mAP, abs=1e-6)
+
+
+def test_presets_say_which_models_are_class_agnostic():
+    """Every ActivityNet preset (AdaTAD's configs: class_agnostic=True), no THUMOS14 one."""
+    from pbd_deploy.models.opentad_arch import _class_agnostic
+    from pbd_deploy.models.opentad_config import opentad_preset, preset_names
+
+    agnostic = {name: _class_agnostic(opentad_preset(name)) for name in preset_names()}
+    assert any(agnostic.values()) and not all(agnostic.values())
+    assert all(value == ("-anet-" in name) for name, value in agnostic.items()), agnostic
