@@ -42,7 +42,10 @@ def main() -> None:
         attention=args.attention,
     )
     result = {
-        "machine": describe_machine(args.device), "settings": vars(args), "load": {}, "models": {}
+        "machine": describe_machine(args.device),
+        "settings": vars(args),
+        "load": {},
+        "models": {},
     }
     for name in args.models:
         result["load"][name] = os.getloadavg()

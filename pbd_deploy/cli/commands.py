@@ -319,7 +319,10 @@ def _history_text(entry: dict) -> str:
 @click.option("--head-heads", type=int, help="Projection attention heads, if no config says.")
 @click.option("--attn-window", type=int, help="Projection attention window (-1 = global).")
 @click.option(
-    "--fps", type=float, help="Sample windows at this rate (AdaTAD THUMOS14: 7.5, every 4th frame)."
+    "--fps",
+    type=float,
+    help="Resample videos to this rate (backbone-only checkpoints and configs without OpenTAD's "
+    "test pipeline; an OpenTAD THUMOS14 / ActivityNet config or preset sets its own sampling).",
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @friendly

@@ -62,9 +62,7 @@ def test_oracle_predictions_score_perfect_map(long_window_dataset, monkeypatch):
         starts = [s for s, _, _ in ds.sliding_windows(video)]
         assert len(starts) == 1, "synthetic test videos are shorter than one 12.8 s window"
         oracle = Oracle(ds, video, starts)
-        predictions[video.video_id] = inference.detect_video(
-            oracle, ds, video, PostprocessConfig()
-        )
+        predictions[video.video_id] = inference.detect_video(oracle, ds, video, PostprocessConfig())
     result = evaluate_detections(ground_truth(videos), predictions, THUMOS_THRESHOLDS)
     np.testing.assert_allclose(result.mAP, 1.0)
     # boundaries come back to the annotation's seconds (video ends clip the last one)
