@@ -227,7 +227,12 @@ class Annotations:
 def ground_truth(
     videos: Iterable[VideoInfo], label: str | None = None
 ) -> dict[str, list[dict[str, Any]]]:
-    """Ground truth in the evaluator's input format.
+    """Ground truth in the evaluator's input format, each instance once.
+
+    An annotation repeating an earlier one of the same video (same label, both ends within
+    1 ms) is left out, as ActionFormer's and OpenTAD's evaluators do
+    (`remove_duplicate_annotations`): a duplicate would count as a second instance that
+    only a second, identical detection could match.
 
     Args:
         videos: the videos to include (e.g. `annotations.split("test")`).
@@ -239,18 +244,18 @@ def ground_truth(
     Returns:
         video_id -> list of {"label": str, "segment": [start_s, end_s]}.
     """
-    if label is None:
-        return {
-            v.video_id: [{"label": a.label, "segment": [a.start, a.end]} for a in v.annotations]
-            for v in videos
-        }
-    return {
-        v.video_id: [
-            {"label": label, "segment": list(segment)}
-            for segment in dict.fromkeys((a.start, a.end) for a in v.annotations)
-        ]
-        for v in videos
-    }
+    truth = {}
+    for v in videos:
+        kept: list[tuple[str, float, float]] = []
+        for a in v.annotations:
+            name = a.label if label is None else label
+            if not any(
+                k[0] == name and abs(k[1] - a.start) <= 1e-3 and abs(k[2] - a.end) <= 1e-3
+                for k in kept
+            ):
+                kept.append((name, a.start, a.end))
+        truth[v.video_id] = [{"label": n, "segment": [s, e]} for n, s, e in kept]
+    return truth
 
 
 def load_annotations(

@@ -207,3 +207,23 @@ def test_long_problem_lists_are_capped(tmp_path):
     db = {f"v{i:03d}": _video(subset="foo") for i in range(120)}
     message = _error(_write(tmp_path, db))
     assert "120 problems" in message and "... and 70 more" in message
+
+
+def test_ground_truth_leaves_out_repeated_instances_as_opentads_evaluator():
+    """Expected: what OpenTAD's `remove_duplicate_annotations` (opentad/evaluations/
+    builder.py, commit 3dd7b03) returned for these annotations when run on them."""
+    given = [("Diving", 1.0, 2.0), ("Diving", 1.0005, 1.9995), ("CliffDiving", 1.0, 2.0),
+             ("Diving", 1.0, 2.002), ("Diving", 5.0, 6.0), ("Diving", 1.0, 2.0)]  # fmt: skip
+    video = VideoInfo("v", "Test", 10.0, None, tuple(Annotation(*g) for g in given))
+    assert ground_truth([video])["v"] == [
+        {"label": "Diving", "segment": [1.0, 2.0]},
+        {"label": "CliffDiving", "segment": [1.0, 2.0]},
+        {"label": "Diving", "segment": [1.0, 2.002]},
+        {"label": "Diving", "segment": [5.0, 6.0]},
+    ]
+    # class-agnostic: one label, so the CliffDiving copy of the Diving instance goes too
+    assert ground_truth([video], label="action")["v"] == [
+        {"label": "action", "segment": [1.0, 2.0]},
+        {"label": "action", "segment": [1.0, 2.002]},
+        {"label": "action", "segment": [5.0, 6.0]},
+    ]
