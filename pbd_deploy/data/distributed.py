@@ -6,6 +6,7 @@ runs `pbd-deploy compress` and `torchrun --nproc_per_node N -m pbd_deploy compre
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -16,10 +17,19 @@ def setup(device: str) -> str:
     """Join the process group torchrun describes (if any); returns this rank's device."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # Leave the group before the interpreter exits: a process group torn down by its
+        # destructor instead (gloo's threads still joinable) can abort a rank with
+        # "terminate called without an active exception".
+        atexit.register(_leave)
     if device.startswith("cuda") and dist.is_initialized():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(device)
     return device
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank() -> int:
