@@ -298,6 +298,7 @@ def load_annotations(
         raise PbdError(_problem_line(path, problems, hint))
     if late:
         videos = _handle_past_end(path, videos, late, past_end)
+    videos = _drop_ignored(path, videos)
     return Annotations(videos, subsets)
 
 
@@ -404,6 +405,23 @@ def _parse_annotation(
         problems.append(f"{where}.segment: start {start} >= end {end}")
         ok = False
     return Annotation(label, float(start), float(end)) if ok else None
+
+
+# THUMOS14 marks unclear instances "Ambiguous" (its Ambiguous_*.txt lists): not an action
+# class. OpenTAD's THUMOS datasets skip them (`if anno["label"] == "Ambiguous": continue`).
+IGNORED_LABELS = ("Ambiguous",)
+
+
+def _drop_ignored(path: str | Path, videos: dict[str, VideoInfo]) -> dict[str, VideoInfo]:
+    dropped = sum(a.label in IGNORED_LABELS for v in videos.values() for a in v.annotations)
+    if not dropped:
+        return videos
+    log.info("%s: %d 'Ambiguous' segments left out (not an action class)", path, dropped)
+    return {
+        vid: VideoInfo(v.video_id, v.subset, v.duration, v.fps,
+                       tuple(a for a in v.annotations if a.label not in IGNORED_LABELS))
+        for vid, v in videos.items()
+    }  # fmt: skip
 
 
 def _handle_past_end(

@@ -227,3 +227,14 @@ def test_ground_truth_leaves_out_repeated_instances_as_opentads_evaluator():
         {"label": "action", "segment": [1.0, 2.002]},
         {"label": "action", "segment": [5.0, 6.0]},
     ]
+
+
+def test_ambiguous_segments_are_not_a_class(tmp_path, caplog):
+    """THUMOS14's "Ambiguous" instances are left out, as OpenTAD's THUMOS datasets skip them."""
+    video = _video(segments=((1.0, 2.0), (3.0, 4.0)))
+    video["annotations"][1]["label"] = "Ambiguous"
+    with caplog.at_level(logging.INFO):
+        ann = load_annotations(_write(tmp_path, {"v1": video}))
+    assert ann.class_names == ["Jump"]
+    assert [(a.label, a.start) for a in ann.videos["v1"].annotations] == [("Jump", 1.0)]
+    assert "1 'Ambiguous' segments left out" in caplog.text
