@@ -126,11 +126,8 @@ def summary_lines(manifest: dict) -> list[str]:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="[the ONNX file's]")
 @click.option("--workspace", default=_D.workspace_gib, show_default=True, help="GiB for tactics.")
 @click.option("--dla-core", type=int, help="Build for this DLA core (Jetson).")
-@click.option(
-    "--timing-cache",
-    type=click.Path(dir_okay=False),
-    help="[~/.cache/pbd-deploy, named by TensorRT version and GPU]",
-)
+@click.option("--timing-cache", type=click.Path(dir_okay=False),
+              help="[~/.cache/pbd-deploy, named by TensorRT version and GPU]")
 @friendly
 def build_engine(onnx_file, out, precision, workspace, dla_core, timing_cache):
     """Build a TensorRT engine from an exported ONNX file, on this (target) device.

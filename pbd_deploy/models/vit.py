@@ -148,12 +148,7 @@ class Block(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        heads: int,
-        mlp_dim: int,
-        drop_path: float = 0.0,
-        head_dim=None,
+        self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0, head_dim=None,
         adapter: nn.Module | None = None,
     ):
         super().__init__()
@@ -186,7 +181,9 @@ class VideoMAEBackbone(nn.Module):
             stride=(c.tubelet, c.patch, c.patch),
         )
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads_at(i), c.mlp_dim(i), c.drop_path, c.head_dim, _adapter(c, i))
+            Block(
+                c.dim, c.heads_at(i), c.mlp_dim(i), c.drop_path, c.head_dim, _adapter(c, i)
+            )
             for i in range(len(c.block_indices))
         )
         self.norm = nn.LayerNorm(c.dim, eps=1e-6) if c.final_norm else nn.Identity()
