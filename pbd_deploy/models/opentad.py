@@ -45,7 +45,10 @@ def valid_mask(valid: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return x if mask is None else x * mask[:, None, :].to(x.dtype)
+    """x (B, C, T) with the masked points zeroed (OpenTAD's `x * mask`). A select rather
+    than a product with the mask cast to x's type: the fp16 ONNX rewrite keeps the cast's
+    float32 target and breaks the graph."""
+    return x if mask is None else torch.where(mask[:, None, :], x, torch.zeros((), dtype=x.dtype))
 
 
 def _channels_last(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:

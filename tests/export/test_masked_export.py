@@ -3,6 +3,7 @@ Runtime and TensorRT (stand-in) backends: the second input "valid" is exported, 
 kept and fed, and a short video's detections are the torch eval path's."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 
 from pbd_deploy.core.annotations import load_annotations
 from pbd_deploy.core.compare import match_predictions
+from pbd_deploy.core.windows import WindowSpec
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import detect_video
@@ -65,6 +67,8 @@ def test_valid_is_listed_exported_and_kept_by_fp16_and_int8(masked):
         assert inputs == {"frames": onnx.TensorProto.FLOAT, "valid": onnx.TensorProto.INT64}
     parity = manifest["parity"]
     assert parity["max_abs_diff"] < 1e-4 and parity["detections_same"]
+    fp16 = manifest["files"]["model.fp16.onnx"]  # checked on padded windows, runs in ORT
+    assert fp16["max_abs_diff_scores"] < 0.02 and fp16["mAP"] is not None
 
 
 def test_onnx_equals_torch_on_a_padded_window(masked):
@@ -141,3 +145,36 @@ def test_trt_backend_binds_and_feeds_valid(masked, tmp_path, monkeypatch):
     with pytest.raises(PbdError, match="valid"):
         backend.run(x)
     backend.close()
+
+
+def test_trt_kernel_path_feeds_each_windows_valid_points(masked, tmp_path, monkeypatch):
+    """`run_windows` (uint8 frames through the CUDA kernels) feeds the windows' valid head
+    points, ceil'ed (the export's static batch of 1)."""
+    import pbd_deploy.runtime.trt_backend as module
+
+    trt = fake_trt("10.3.0")
+    deploy = masked / "deploy"
+    for name in ("model.json", "model.onnx"):
+        (tmp_path / name).write_bytes((deploy / name).read_bytes())
+    manifest = json.loads((deploy / "model.json").read_text())
+    assert manifest["input"]["shape"][0] == 1
+    config = EngineConfig(timing_cache=str(tmp_path / "t.cache"))
+    build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", config, trt, H100)
+    cuda = Cuda()
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
+    monkeypatch.setattr(module, "open_cuda", lambda: cuda)
+    backend = module.TrtBackend(tmp_path / "model.engine", use_kernels=False)
+    seen = []
+
+    def decode_topk(scores_ptr, segments_ptr, shape, windows, *rest):
+        cuda.synchronize()
+        scores = cuda.mem[scores_ptr][: 4 * int(np.prod(shape))].view(np.float32)
+        seen.append(scores.reshape(shape)[:, 0, 0].copy())  # mean(zeros) + valid
+        return [None] * len(windows)
+
+    backend.kernels = SimpleNamespace(preprocess=lambda *a: None, decode_topk=decode_topk)
+    spec = WindowSpec.from_model_config(manifest["model_config"])
+    for valid in (40.0, 8.25, 64.0):
+        chunk = np.zeros((int(np.ceil(valid)), 32, 32, 3), np.uint8)
+        backend.run_windows([chunk], [(0, valid)], spec, 25.0, 3.0, None)
+    np.testing.assert_array_equal(np.concatenate(seen), [40, 9, 64])
