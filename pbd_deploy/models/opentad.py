@@ -17,9 +17,9 @@ the head does what OpenTAD's ActionFormer detector does (its `forward_test`): th
 projection's convs, position table and attention mask them, the mask follows each strided
 level by nearest-neighbour downsampling, and the tower convs mask them. The padded points'
 input features stay as they are (that detector calls its backbone without the mask, so its
-wrapper's zeroing does not happen). Without
-`valid` every position is valid and the ops are the unmasked ones (a full window in OpenTAD
-has an all-ones mask, which makes its masking a no-op).
+wrapper's zeroing does not happen). Without `valid` every position is valid and the ops are
+the unmasked ones (a full window in OpenTAD has an all-ones mask, which makes its masking a
+no-op).
 """
 
 from __future__ import annotations
