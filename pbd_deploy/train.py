@@ -31,7 +31,7 @@ from pbd_deploy.data.resume import RunState, cpu_state, fingerprint
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.inference import Progress, evaluate_model
 from pbd_deploy.models.actionformer import detection_loss
-from pbd_deploy.models.detector import Detector
+from pbd_deploy.models.detector import Detector, window_valid
 from pbd_deploy.models.io import CONFIG_FILE, add_history, load_model, save_model
 from pbd_deploy.models.registry import model_config
 
@@ -142,7 +142,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def task_loss(model, x, cls_t, reg_t, valid) -> dict[str, torch.Tensor]:
     """The detection loss of `model` on one batch (the default training objective)."""
-    return detection_loss(*model(x), cls_t, reg_t, valid)
+    return detection_loss(*model(x, valid=window_valid(model, valid)), cls_t, reg_t, valid)
 
 
 def param_groups(model, weight_decay: float, decay_norms: bool = True) -> list[dict]:

@@ -110,7 +110,16 @@ def _ort_runner(source: Source, config: BenchConfig, workdir: Path) -> Runner:
     shape = _own_shape(source, backend.input_shape, config, path)
     x = _frames(shape)
     info = {"providers": backend.providers, "threads": threads, "scope": HOST_TO_HOST}
-    return Runner(source, "ort", config.device, lambda: backend.run(x), info=info)
+    return Runner(source, "ort", config.device, run_call(backend, x, shape), info=info)
+
+
+def run_call(backend, x: np.ndarray, shape) -> Callable:
+    """One timed call of `backend` on `x`; a masked model (OpenTAD's padding mask) gets full
+    windows ("valid" at or past the head length leaves every point unmasked)."""
+    if getattr(backend, "valid_name", None) is None:
+        return lambda: backend.run(x)
+    valid = np.full(shape[0], np.iinfo(np.int32).max, dtype=np.int64)
+    return lambda: backend.run(x, valid)
 
 
 def _own_shape(source: Source, declared: list, config: BenchConfig, path: Path) -> tuple:
@@ -142,7 +151,7 @@ def _trt_runner(source: Source, config: BenchConfig) -> Runner:
     shape = _own_shape(source, _engine_shape(backend, config), config, source.path)
     x = _frames(shape)
     info = {"providers": backend.providers, "scope": HOST_TO_HOST}
-    return Runner(source, "trt", "cuda", lambda: backend.run(x), info=info)
+    return Runner(source, "trt", "cuda", run_call(backend, x, shape), info=info)
 
 
 def _engine_shape(backend, config: BenchConfig) -> list:

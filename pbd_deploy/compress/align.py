@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pbd_deploy.models.actionformer import detection_loss, diou_loss
+from pbd_deploy.models.detector import window_valid
 
 
 @dataclass
@@ -60,9 +61,10 @@ def alignment_loss(student, teacher, weights: AlignWeights, x, cls_t, reg_t, val
     Returns:
         {"loss", "cls", "reg" (task terms), "feat", "kd_cls", "kd_reg"}.
     """
-    logits, offsets, blocks = student(x, return_blocks=True)
+    points = window_valid(student, valid)  # a masked head masks padded points
+    logits, offsets, blocks = student(x, return_blocks=True, valid=points)
     with torch.no_grad():
-        t_logits, t_offsets, t_blocks = teacher(x, return_blocks=True)
+        t_logits, t_offsets, t_blocks = teacher(x, return_blocks=True, valid=points)
     losses = detection_loss(logits, offsets, cls_t, reg_t, valid)
     kept = getattr(student, "module", student).config.backbone.block_indices
     feat = feature_mse(blocks, kept, t_blocks, teacher.config.backbone.block_indices)

@@ -24,7 +24,7 @@ from pbd_deploy.core.annotations import VideoInfo
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.data.loader import Batcher
 from pbd_deploy.models.actionformer import detection_loss
-from pbd_deploy.models.detector import Detector
+from pbd_deploy.models.detector import Detector, window_valid
 from pbd_deploy.models.vit import Attention
 from pbd_deploy.optional import require
 
@@ -124,7 +124,8 @@ def _gradients(model, dataset, videos, windows, batch_size, device, imp, method)
     model.zero_grad(set_to_none=True)
     while batch := list(itertools.islice(samples, size)):
         x, cls_t, reg_t, valid = (t.to(device) for t in batcher.make(batch))
-        loss = detection_loss(*model(x), cls_t, reg_t, valid)["loss"]
+        loss = detection_loss(*model(x, valid=window_valid(model, valid)), cls_t, reg_t, valid)
+        loss = loss["loss"]
         if method == "hessian":
             model.zero_grad(set_to_none=True)
             loss.backward()

@@ -22,6 +22,16 @@ from pbd_deploy.core.postprocess import select_topk
 from pbd_deploy.core.video import aligned_window_starts, normalize, take_window, window_starts
 from pbd_deploy.errors import PbdError
 
+# A masked model's (OpenTAD's padding mask) second input: valid head points per window,
+# int64 (B,); model.json lists it as "valid_input".
+VALID_NAME = "valid"
+
+
+def valid_input(valid_points) -> np.ndarray:
+    """Valid head points per window (floats) -> the "valid" input, int64: point i of a window
+    is real input iff i < valid, which for integer i is i < ceil(valid)."""
+    return np.ceil(np.asarray(valid_points, dtype=np.float64)).astype(np.int64)
+
 
 @dataclass(frozen=True)
 class WindowSpec:

@@ -59,8 +59,13 @@ def predict_batches(model, dataset: TadDataset, batches, post: Postprocess | Non
         fused = video_scores.of(video_id) if video_scores else None
         parts = []
         for video, windows, x in group:
+            x = x.to(device, non_blocking=True)
             with torch.no_grad():
-                scores, segments = model.predict(x.to(device, non_blocking=True))
+                if getattr(model, "masked", False):  # OpenTAD's padding mask (Detector.detect)
+                    valid = torch.tensor([w[-1] for w in windows], dtype=torch.float32)
+                    scores, segments = model.predict(x, valid)
+                else:
+                    scores, segments = model.predict(x)
             scores, segments = scores.cpu().numpy(), segments.cpu().numpy()
             parts += window_parts(dataset, video, windows, scores, segments, positions, post,
                                   fused)  # fmt: skip

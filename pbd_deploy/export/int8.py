@@ -51,11 +51,15 @@ def calibration_windows(dataset, limit: int, fraction: float = 0.1) -> list[np.n
 class _Reader:
     """CalibrationDataReader over model inputs, `batch` windows per sample."""
 
-    def __init__(self, name: str, windows: list[np.ndarray], batch: int):
+    def __init__(self, names: list[str], windows: list[np.ndarray], batch: int, valid):
         batches = [windows[i : i + batch] for i in range(0, len(windows), batch)]
         # A static batch needs full batches: pad the last one by repeating its last window.
         batches = [b + [b[-1]] * (batch - len(b)) for b in batches]
-        self._items = iter([{name: np.stack(b).astype(np.float32)} for b in batches])
+        items = [{names[0]: np.stack(b).astype(np.float32)} for b in batches]
+        if len(names) > 1:  # a masked model's "valid": the windows are fed as full ones
+            for item in items:
+                item[names[1]] = np.full(batch, valid, dtype=np.int64)
+        self._items = iter(items)
 
     def get_next(self):
         return next(self._items, None)
@@ -65,9 +69,13 @@ class _Reader:
 
 
 def quantize_int8(
-    src: str | Path, dst: str | Path, windows: Iterable[np.ndarray], batch: int
-) -> dict:
+    src: str | Path, dst: str | Path, windows: Iterable[np.ndarray], batch: int,
+    valid: int | None = None,
+) -> dict:  # fmt: skip
     """Write the QDQ INT8 model of `src` to `dst`, calibrated on `windows`.
+
+    `valid`: a masked model's (second input "valid") head length: the windows are fed as
+    full ones.
 
     Returns:
         {"calibration_windows": count, "quantized_nodes": QuantizeLinear count}.
@@ -78,8 +86,8 @@ def quantize_int8(
     windows = list(windows)
     if not windows:
         raise PbdError("no calibration windows: the calibration split has no videos; add some")
-    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(name, windows, batch)
+    names = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(names, windows, batch, valid)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # ORT logs "consider pre-processing" on the root logger

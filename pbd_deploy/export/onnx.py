@@ -4,6 +4,9 @@ The graph is exactly `Detector.predict`: frames (B, 3, T, H, W) float32, normali
 torch model takes them (or features (B, C, T)), in; per-point class probabilities
 "scores" (B, N, K) and decoded segments "segments" (B, N, 2) in head points out. NMS stays
 outside the graph (numpy, in the runtime), so every backend shares one post-processing.
+A masked model (`HeadConfig.masked`, OpenTAD's padding mask) has a second input "valid",
+int64 (B,): the head points of each window that hold real input (the rest are masked as
+OpenTAD masks them; the head length for a full window).
 
 A model whose weights pass protobuf's 2 GB limit for one message (VideoMAE-H, a large
 VideoMAE-L) is saved with ONNX external data: the graph in model.onnx and every tensor in
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pbd_deploy.core.atomic import write_file
+from pbd_deploy.core.windows import VALID_NAME  # a masked model's second input
 from pbd_deploy.errors import PbdError
 from pbd_deploy.models.actionformer import decode_segments
 from pbd_deploy.models.detector import Detector
@@ -86,6 +90,15 @@ def check_window(model: Detector, window: int) -> None:
             )
 
 
+def example_valid(model: Detector, batch: int) -> torch.Tensor | None:
+    """Valid head points (B,) int64 for a masked model's example windows, None otherwise:
+    the first window full, the others padded to shorter and shorter lengths."""
+    if not model.masked:
+        return None
+    length = model.config.head.length
+    return torch.tensor([length - i * length // (batch + 1) for i in range(batch)])
+
+
 def example_input(model: Detector, batch: int, window: int) -> torch.Tensor:
     """A random input of the exported shape: (B, 3, T, H, W) or (B, C, T)."""
     inp = model.config.input
@@ -107,11 +120,11 @@ class _DynamicTimeGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, valid=None) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
         feats = m.backbone(x) if m.backbone is not None else x  # (B, C, T')
         feats = F.interpolate(feats, size=m.config.head.length, mode="linear", align_corners=False)
-        logits, offsets = m.detect(feats)  # (B, N, K), (B, N, 2)
+        logits, offsets = m.detect(feats, valid)  # (B, N, K), (B, N, 2)
         return torch.sigmoid(logits), decode_segments(m.positions, offsets)
 
 
@@ -120,8 +133,8 @@ class _PredictGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.predict(x)
+    def forward(self, x: torch.Tensor, valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.predict(x, valid)
 
 
 def export_onnx(
@@ -159,6 +172,11 @@ def export_onnx(
     axes = None
     if dynamic:
         axes = {name: {0: "batch", 2: "time"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}}
+        if model.masked:
+            axes[VALID_NAME] = {0: "batch"}
+    args = (example_input(model, batch, window),)
+    if model.masked:
+        args += (example_valid(model, batch),)
     was_training = model.training
     model.eval()
 
@@ -166,7 +184,7 @@ def export_onnx(
         # Traced in a folder of its own: over 2 GB, torch writes one file per tensor beside it.
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.trace-") as work:
             traced = Path(work) / path.name
-            _trace(graph, example_input(model, batch, window), traced, name, axes, opset)
+            _trace(graph, args, traced, name, axes, opset)
             proto = onnx.load(str(traced))
         if not needs_external_data(proto):
             proto = onnxslim.slim(proto)
@@ -198,16 +216,16 @@ def export_onnx(
     return path
 
 
-def _trace(graph: nn.Module, x: torch.Tensor, out: Path, name: str, axes, opset: int) -> None:
+def _trace(graph: nn.Module, args: tuple, out: Path, name: str, axes, opset: int) -> None:
     # The TorchScript exporter: 10x faster than dynamo=True here, keeps exactly the asked
     # opset (dynamo emits 18 and cannot convert down) and handles these simple dynamic axes.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings; parity is tested
         torch.onnx.export(
             graph,
-            (x,),
+            args,
             str(out),
-            input_names=[name],
+            input_names=[name, VALID_NAME][: len(args)],
             output_names=list(OUTPUT_NAMES),
             dynamic_axes=axes,
             opset_version=opset,

@@ -1,4 +1,8 @@
-"""Parity of an exported model with the torch model: raw outputs and final detections."""
+"""Parity of an exported model with the torch model: raw outputs and final detections.
+
+A model input here is an array (B, ...) or, for a masked model (OpenTAD's padding mask),
+a pair (array, valid head points (B,) int64).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +13,45 @@ import torch
 
 from pbd_deploy.core.compare import match_detections, match_predictions
 from pbd_deploy.core.postprocessors import Postprocess, video_detections, window_candidates
-from pbd_deploy.export.onnx import example_input
+from pbd_deploy.core.windows import valid_input
+from pbd_deploy.export.onnx import example_input, example_valid
 from pbd_deploy.models.actionformer import point_grid
 
 
-def random_inputs(model, batches: list[int], window: int) -> list[np.ndarray]:
-    """One random (B, ...) input per batch size, seeded (normal noise, like normalised frames)."""
-    return [example_input(model, b, window).numpy() for b in batches]
+def split_input(item) -> tuple[np.ndarray, np.ndarray | None]:
+    """A model input -> (array, valid head points or None)."""
+    return (item, None) if isinstance(item, np.ndarray) else item
 
 
-def real_inputs(dataset, videos, batch: int, limit: int) -> list[np.ndarray]:
-    """Up to `limit` batches of `batch` real sliding windows of `videos`."""
+def torch_predict(model, item) -> list[np.ndarray]:
+    x, valid = split_input(item)
+    valid = None if valid is None else torch.from_numpy(valid)
+    with torch.no_grad():
+        return [t.numpy() for t in model.predict(torch.from_numpy(x), valid)]
+
+
+def random_inputs(model, batches: list[int], window: int) -> list:
+    """One random (B, ...) input per batch size, seeded (normal noise, like normalised frames);
+    a masked model's first window is full, the others padded (`onnx.example_valid`)."""
+    if not model.masked:
+        return [example_input(model, b, window).numpy() for b in batches]
+    return [(example_input(model, b, window).numpy(), example_valid(model, b).numpy())
+            for b in batches]  # fmt: skip
+
+
+def real_inputs(dataset, videos, batch: int, limit: int, masked: bool = False) -> list:
+    """Up to `limit` batches of `batch` real sliding windows of `videos` (with their valid
+    head points when `masked`)."""
     # Lazily: a real-size window (768 frames at 160x160) is 236 MB.
-    windows = (x for v in videos for _, x, _ in dataset.sliding_windows(v))
+    windows = ((x, v) for video in videos for _, x, v in dataset.sliding_windows(video))
     batches = (list(itertools.islice(windows, batch)) for _ in range(limit))
-    return [np.stack(b) for b in batches if len(b) == batch]
+    out = []
+    for b in batches:
+        if len(b) == batch:
+            x = np.stack([w[0] for w in b])
+            valid = valid_input([w[1] for w in b])
+            out.append((x, valid) if masked else x)
+    return out
 
 
 def output_diff(model, runtime, inputs: list[np.ndarray]) -> dict:
@@ -37,10 +65,9 @@ def output_diff(model, runtime, inputs: list[np.ndarray]) -> dict:
     """
     strides = point_grid(model.config.head)[1].numpy()[None, :, None]  # (1, N, 1)
     worst = {"scores": 0.0, "segments": 0.0, "segments_per_stride": 0.0}
-    for x in inputs:
-        with torch.no_grad():
-            ref = [t.numpy() for t in model.predict(torch.from_numpy(x))]
-        got = runtime.predict(x)
+    for item in inputs:
+        ref = torch_predict(model, item)
+        got = runtime.predict(*split_input(item))
         seg = np.abs(ref[1] - got[1])
         for key, value in (
             ("scores", np.abs(ref[0] - got[0]).max()),
@@ -56,11 +83,9 @@ def parity_error(figures: dict) -> float:
     return max(max(d["scores"], d["segments_per_stride"]) for d in figures.values())
 
 
-def _window_detections(scores, segments, positions, post: Postprocess) -> list[tuple]:
-    """Post-process one full window in point units (as if 1 point = 1 s)."""
-    cands = window_candidates(
-        post, scores, segments, positions, len(positions), lambda p: p, float("inf")
-    )
+def _window_detections(scores, segments, positions, post: Postprocess, valid) -> list[tuple]:
+    """Post-process one window in point units (as if 1 point = 1 s)."""
+    cands = window_candidates(post, scores, segments, positions, valid, lambda p: p, float("inf"))
     segs, scs, labels = video_detections(post, [cands])
     return list(zip(labels.tolist(), segs.tolist(), scs.tolist()))
 
@@ -70,13 +95,14 @@ def random_input_detections_match(model, runtime, inputs) -> bool:
     and runtime."""
     config = model.config.post
     positions = model.positions.cpu().numpy()
-    for x in inputs:
-        with torch.no_grad():
-            ref = [t.numpy() for t in model.predict(torch.from_numpy(x))]
-        got = runtime.predict(x)
+    for item in inputs:
+        x, valid = split_input(item)
+        ref = torch_predict(model, item)
+        got = runtime.predict(x, valid)
         for i in range(len(x)):
-            mine = _window_detections(got[0][i], got[1][i], positions, config)
-            theirs = _window_detections(ref[0][i], ref[1][i], positions, config)
+            v = len(positions) if valid is None else valid[i]
+            mine = _window_detections(got[0][i], got[1][i], positions, config, v)
+            theirs = _window_detections(ref[0][i], ref[1][i], positions, config, v)
             if not match_detections(mine, theirs, max_detections=config.max_detections):
                 return False
     return True

@@ -18,7 +18,13 @@ from pbd_deploy.core.postprocessors import postprocess_to_dict
 from pbd_deploy.errors import PbdError
 from pbd_deploy.export import parity
 from pbd_deploy.export.config import ExportConfig
-from pbd_deploy.export.onnx import OUTPUT_NAMES, check_window, export_onnx, input_name
+from pbd_deploy.export.onnx import (
+    OUTPUT_NAMES,
+    VALID_NAME,
+    check_window,
+    export_onnx,
+    input_name,
+)
 from pbd_deploy.models.io import CONFIG_FILE, WEIGHTS_FILE, load_model
 from pbd_deploy.runtime import artifact
 
@@ -57,6 +63,12 @@ def io_spec(model, window: int, batch: int, dynamic: bool) -> dict:
             {"name": OUTPUT_NAMES[1], "shape": [b, n, 2], "dtype": "float32"},
         ],
         "dynamic_axes": {"batch": 0, "time": 2} if dynamic else {},
+        # a masked model's valid head points per window (OpenTAD's padding mask)
+        **(
+            {"valid_input": {"name": VALID_NAME, "shape": [b], "dtype": "int64"}}
+            if model.masked
+            else {}
+        ),  # fmt: skip
     }
 
 
@@ -136,7 +148,8 @@ class _Export:
         if self.dataset is None:
             return []
         videos = self.dataset.split(self.config.split)
-        return parity.real_inputs(self.dataset, videos, self.config.batch, limit=2)
+        return parity.real_inputs(self.dataset, videos, self.config.batch, limit=2,
+                                  masked=self.model.masked)  # fmt: skip
 
 
 def _parity(job: _Export) -> dict:
@@ -206,9 +219,9 @@ def _int8(job: _Export) -> dict:
         job.config.calib, job.model.config, job.config.past_end, subsets=job.config.subsets
     )
     windows = calibration_windows(calib, job.config.calib_windows)
-    info = quantize_int8(
-        job.out / "model.onnx", job.out / "model.int8.onnx", windows, job.config.batch
-    )
+    head = job.model.config.head
+    info = quantize_int8(job.out / "model.onnx", job.out / "model.int8.onnx", windows,
+                         job.config.batch, head.length if head.masked else None)  # fmt: skip
     job.add_file("model.int8.onnx", "int8", **info)
     info.update(_variant_accuracy(job, "model.int8.onnx"))
     job.add_file("model.int8.onnx", "int8", **info)

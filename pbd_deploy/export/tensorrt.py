@@ -119,17 +119,17 @@ def shape_of(input_shape: list, batch_time: tuple[int, int]) -> list[int]:
 
 
 def profiles(manifest: dict, config: EngineConfig) -> list[dict]:
-    """The one optimization profile as {input: name, min/opt/max: dims}."""
+    """The one optimization profile, per input {input: name, min/opt/max: dims}: the model
+    input, then a masked model's "valid" (B,) (model.json "valid_input") over the same batches."""
     inp = manifest["input"]
-    return [
-        {
-            "input": inp["name"],
-            **{
-                k: shape_of(inp["shape"], getattr(config, f"{k}_shape"))
-                for k in ("min", "opt", "max")
-            },
-        }
-    ]
+    shapes = {
+        k: shape_of(inp["shape"], getattr(config, f"{k}_shape")) for k in ("min", "opt", "max")
+    }
+    out = [{"input": inp["name"], **shapes}]
+    if manifest.get("valid_input"):
+        out.append({"input": manifest["valid_input"]["name"],
+                    **{k: [dims[0]] for k, dims in shapes.items()}})  # fmt: skip
+    return out
 
 
 def is_dynamic(manifest: dict) -> bool:
@@ -153,9 +153,10 @@ def trtexec_command(
     typing = plan_typing(config, file_precision, f"{major}.{4 if major >= 11 else 0}")
     cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--skipInference"]
     if is_dynamic(manifest):
-        (p,) = profiles(manifest, config)
+        inputs = profiles(manifest, config)
         for key in ("min", "opt", "max"):
-            cmd.append(f"--{key}Shapes={p['input']}:" + "x".join(map(str, p[key])))
+            shapes = ",".join(f"{p['input']}:" + "x".join(map(str, p[key])) for p in inputs)
+            cmd.append(f"--{key}Shapes={shapes}")
     cmd.append(f"--memPoolSize=workspace:{max(1, round(config.workspace_gib * 1024))}")  # MiB
     if timing_cache:
         cmd.append(f"--timingCacheFile={timing_cache}")
@@ -218,9 +219,9 @@ def _builder_config(trt, builder, config: EngineConfig, typing: Typing, manifest
     for flag in typing.flags:
         cfg.set_flag(getattr(trt.BuilderFlag, flag))
     if is_dynamic(manifest):
-        (p,) = profiles(manifest, config)
         profile = builder.create_optimization_profile()
-        profile.set_shape(p["input"], p["min"], p["opt"], p["max"])
+        for p in profiles(manifest, config):  # every input of the one profile
+            profile.set_shape(p["input"], p["min"], p["opt"], p["max"])
         cfg.add_optimization_profile(profile)
     if config.dla_core is not None:
         if builder.num_DLA_cores <= config.dla_core:

@@ -47,12 +47,17 @@ class HeadConfig:
     affine_drop_path: bool = True  # opentad: AffineDropPath scales (OpenTAD path_pdrop > 0)
     drop_path: float = 0.1  # opentad: stochastic depth rate while training
     abs_pe: bool = False  # opentad: sin-cos position table added after the embedding convs
+    # opentad: OpenTAD's padding mask (models/opentad.py); convert sets it, files without it
+    # read as false (every point of a window treated as real input, as before)
+    masked: bool = False
 
     def __post_init__(self):
         if self.kind not in ("actionformer", "opentad"):
             raise PbdError(f"head kind must be 'actionformer' or 'opentad', not {self.kind!r}")
         if self.kind == "opentad" and self.input_norm:
             raise PbdError("the opentad head has no input BatchNorm; set input_norm to false")
+        if self.masked and self.kind != "opentad":
+            raise PbdError("head.masked (OpenTAD's padding mask) needs head kind 'opentad'")
 
 
 def channel_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:

@@ -177,6 +177,16 @@ class DetectorConfig:
         return config_io.from_dict(cls, data, where)
 
 
+def window_valid(model: nn.Module, point_valid: torch.Tensor) -> torch.Tensor | None:
+    """(B,) valid head points per window from a training batch's (B, N) point mask (level 0
+    comes first) for a masked head (`Detector.detect`), else None; `model` may be wrapped
+    (DDP's `.module`)."""
+    head = getattr(getattr(getattr(model, "module", model), "config", None), "head", None)
+    if not getattr(head, "masked", False):
+        return None  # any other head: every point treated as real input, as before
+    return point_valid[:, : head.length].sum(1)
+
+
 class Detector(nn.Module):
     """Temporal action detector: frames (B, 3, T, H, W) or features (B, C, T) -> point outputs."""
 
@@ -212,25 +222,43 @@ class Detector(nn.Module):
             x = F.interpolate(x, size=length, mode="linear", align_corners=False)
         return x
 
-    def detect(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head input (B, C, length) -> logits (B, N, K), offsets (B, N, 2) over all levels."""
-        logits, offsets = self.head(feats)
+    @property
+    def masked(self) -> bool:
+        """Whether the head takes OpenTAD's padding mask (`HeadConfig.masked`)."""
+        return self.config.head.masked
+
+    def detect(
+        self, feats: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head input (B, C, length) -> logits (B, N, K), offsets (B, N, 2) over all levels.
+
+        `valid`: (B,) head points of real (not padded) input per window; a masked head
+        (`masked`) masks the rest as OpenTAD does, any other head ignores it.
+        """
+        if self.masked and valid is not None:
+            logits, offsets = self.head(feats, torch.as_tensor(valid, device=feats.device))
+        else:
+            logits, offsets = self.head(feats)
         return torch.cat(logits, 1), torch.cat(offsets, 1)
 
-    def forward(self, x: torch.Tensor, return_blocks: bool = False):
+    def forward(self, x: torch.Tensor, return_blocks: bool = False, valid=None):
         """Raw outputs over all levels: logits (B, N, K), offsets (B, N, 2) in level-0 steps.
 
         With `return_blocks`, also the list of every kept backbone block's output tokens.
+        `valid`: (B,) valid head points per window (see `detect`), None for full windows.
         """
         feats = self.features(x, return_blocks)
         if return_blocks:
             feats, blocks = feats
-        out = self.detect(feats)
+        out = self.detect(feats, valid)
         return (*out, blocks) if return_blocks else out
 
-    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities (B, N, K) and segments (B, N, 2) in level-0 steps of the window."""
-        logits, offsets = self(x)
+    def predict(self, x: torch.Tensor, valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities (B, N, K) and segments (B, N, 2) in level-0 steps of the window.
+
+        `valid`: (B,) valid head points per window (see `detect`), None for full windows.
+        """
+        logits, offsets = self(x, valid=valid)
         return torch.sigmoid(logits), decode_segments(self.positions, offsets)
 
     def example_input(self, batch: int = 1, device=None) -> torch.Tensor:

@@ -11,8 +11,15 @@ query/key/value with their own LayerNorms, strided convs for downsampling, max-p
 skip), blocks are scaled by AffineDropPath, the pyramid norms are the neck's, the
 regression is ReLU(scale * conv) and there is no input BatchNorm.
 
-Every window position is valid here (no padding mask): a full window in OpenTAD has an
-all-ones mask, which makes its masking a no-op.
+Padding mask (`HeadConfig.masked`): OpenTAD pads a window past a short video's end with
+the last frame and masks the padded positions. Given `valid` (B,) head points per window,
+the head does what OpenTAD's ActionFormer detector does (its `forward_test`): the
+projection's convs, position table and attention mask them, the mask follows each strided
+level by nearest-neighbour downsampling, and the tower convs mask them. The padded points'
+input features stay as they are (that detector calls its backbone without the mask, so its
+wrapper's zeroing does not happen). Without `valid` every position is valid and the ops are
+the unmasked ones (a full window in OpenTAD has an all-ones mask, which makes its masking a
+no-op).
 """
 
 from __future__ import annotations
@@ -22,6 +29,26 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def down_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T) mask -> (B, length), nearest neighbour as OpenTAD's F.interpolate(mode="nearest")."""
+    t = mask.shape[-1]
+    if t == length:
+        return mask
+    return mask[:, torch.arange(length, device=mask.device) * t // length]
+
+
+def valid_mask(valid: torch.Tensor, length: int) -> torch.Tensor:
+    """(B,) valid head points (any real dtype) -> (B, length) bool: point i valid iff i < valid."""
+    return torch.arange(length, device=valid.device)[None, :] < valid[:, None]
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """x (B, C, T) with the masked points zeroed (OpenTAD's `x * mask`). A select rather
+    than a product with the mask cast to x's type: the fp16 ONNX rewrite keeps the cast's
+    float32 target and breaks the graph."""
+    return x if mask is None else torch.where(mask[:, None, :], x, torch.zeros((), dtype=x.dtype))
 
 
 def _channels_last(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -37,11 +64,11 @@ class ConvModule(nn.Module):
         self.conv = nn.Conv1d(in_dim, out_dim, kernel, padding=kernel // 2, bias=not norm)
         self.norm = nn.LayerNorm(out_dim, eps=1e-6) if norm else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = _masked(self.conv(x), mask)  # OpenTAD masks before the norm and after the act
         if self.norm is not None:
             x = _channels_last(self.norm, x)
-        return F.relu(x)
+        return _masked(F.relu(x), mask)
 
 
 class DepthwiseConv(nn.Module):
@@ -77,20 +104,32 @@ class MaskedMHCA(nn.Module):
         self.value = nn.Conv1d(dim, dim, 1)
         self.proj = nn.Conv1d(dim, dim, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """Output (B, C, T'); with a (B, T) `mask`, (output, (B, T') mask of the output)."""
         b, c, _ = x.shape
-        q = self.query(_channels_last(self.query_norm, self.query_conv(x)))
-        k = self.key(_channels_last(self.key_norm, self.key_conv(x)))
-        v = self.value(_channels_last(self.value_norm, self.value_conv(x)))
+        q, k, v = self.query_conv(x), self.key_conv(x), self.value_conv(x)
+        out_mask = None
+        if mask is not None:  # query and key/value strides are equal: one mask for all
+            out_mask = down_mask(mask, q.shape[-1])
+            q, k, v = (_masked(y, out_mask) for y in (q, k, v))
+        q = self.query(_channels_last(self.query_norm, q))
+        k = self.key(_channels_last(self.key_norm, k))
+        v = self.value(_channels_last(self.value_norm, v))
         t = q.shape[-1]
         # (B, C, T) -> (B, heads, T, C / heads)
         q, k, v = (y.view(b, self.heads, c // self.heads, t).transpose(2, 3) for y in (q, k, v))
-        mask = None
+        allowed = None
         if self.window > 1:
             idx = torch.arange(t, device=x.device)
-            mask = (idx[None, :] - idx[:, None]).abs() <= self.window // 2
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.transpose(2, 3).reshape(b, c, t))
+            allowed = (idx[None, :] - idx[:, None]).abs() <= self.window // 2
+        if out_mask is not None:
+            # Valid queries see valid keys only; a padded query's row (zeroed below) keeps
+            # every key so that no row is empty. (B, 1, T, T)
+            keys = out_mask[:, None, None, :] | ~out_mask[:, None, :, None]
+            allowed = keys if allowed is None else keys & allowed
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        out = self.proj(out.transpose(2, 3).reshape(b, c, t))
+        return out if mask is None else (_masked(out, out_mask), out_mask)
 
 
 class AffineDropPath(nn.Module):
@@ -127,9 +166,16 @@ class TransformerBlock(nn.Module):
         self.drop_path_attn = AffineDropPath(dim, drop_path) if affine else nn.Identity()
         self.drop_path_mlp = AffineDropPath(dim, drop_path) if affine else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.pool_skip(x) + self.drop_path_attn(self.attn(_channels_last(self.ln1, x)))
-        return out + self.drop_path_mlp(self.mlp(_channels_last(self.ln2, out)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """Output; with a (B, T) `mask`, (output, mask of the output's points)."""
+        if mask is None:
+            out = self.pool_skip(x) + self.drop_path_attn(self.attn(_channels_last(self.ln1, x)))
+            return out + self.drop_path_mlp(self.mlp(_channels_last(self.ln2, out)))
+        att, mask = self.attn(_channels_last(self.ln1, x), mask)
+        out = _masked(self.pool_skip(x), mask) + self.drop_path_attn(att)
+        return out + self.drop_path_mlp(
+            _masked(self.mlp(_channels_last(self.ln2, out)), mask)
+        ), mask
 
 
 class Projection(nn.Module):
@@ -154,21 +200,27 @@ class Projection(nn.Module):
         else:
             self.pos_embed = None
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        """Levels [(B, dim, T_l)]; with a (B, T) `mask`, (levels, [(B, T_l) masks])."""
         for layer in self.embed:
-            x = layer(x)
+            x = layer(x, mask)
         if self.pos_embed is not None:  # OpenTAD stretches the table to longer inputs
             table = self.pos_embed
             if x.shape[-1] > table.shape[-1]:
                 table = F.interpolate(table, x.shape[-1], mode="linear", align_corners=False)
-            x = x + table[:, :, : x.shape[-1]].to(x.dtype)
+            x = x + _masked(table[:, :, : x.shape[-1]].to(x.dtype), mask)
+        masks = [mask]
         for layer in self.stem:
-            x = layer(x)
+            x = layer(x) if mask is None else layer(x, mask)[0]
         levels = [x]
         for layer in self.branch:
-            x = layer(x)
+            if mask is None:
+                x = layer(x)
+            else:
+                x, mask = layer(x, mask)
+                masks.append(mask)
             levels.append(x)
-        return levels
+        return levels if mask is None else (levels, masks)
 
 
 def position_table(length: int, dim: int) -> torch.Tensor:
@@ -218,11 +270,13 @@ class RpnHead(nn.Module):
         self.register_buffer("loss_normalizer", torch.tensor(100.0))
         nn.init.constant_(self.cls_head.bias, -math.log((1 - c.prior_prob) / c.prior_prob))
 
-    def forward(self, level: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, level: int, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K, T) and ReLU(scale * reg) (B, 2, T), in units of the level's stride."""
         cls_feat = reg_feat = x
         for cls_conv, reg_conv in zip(self.cls_convs, self.reg_convs):
-            cls_feat, reg_feat = cls_conv(cls_feat), reg_conv(reg_feat)
+            cls_feat, reg_feat = cls_conv(cls_feat, mask), reg_conv(reg_feat, mask)
         reg = F.relu(self.reg_head(reg_feat) * self.scale[level].scale)
         return self.cls_head(cls_feat), reg
 
@@ -237,15 +291,28 @@ class OpenTADHead(nn.Module):
         self.neck = Neck(config.dim, config.levels)
         self.rpn_head = RpnHead(config, num_classes)
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def pyramid(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Normalised features of every level: list of (B, dim, length / 2**l)."""
-        return self.neck(self.projection(x))
+        return self._pyramid(x, valid)[0]
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per level: class logits (B, T_l, K), start/end offsets in level-0 steps (B, T_l, 2)."""
+    def _pyramid(self, x, valid):
+        if valid is None:
+            return self.neck(self.projection(x)), [None] * self.config.levels
+        levels, masks = self.projection(x, valid_mask(valid, x.shape[-1]))
+        return self.neck(levels), masks
+
+    def forward(
+        self, x: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level: class logits (B, T_l, K), start/end offsets in level-0 steps (B, T_l, 2).
+
+        `valid`: (B,) head points holding real input per window (OpenTAD's padding mask), or
+        None (every point valid: the unmasked computation).
+        """
         logits, offsets = [], []
-        for level, f in enumerate(self.pyramid(x)):
-            cls, reg = self.rpn_head(level, f)
+        levels, masks = self._pyramid(x, valid)
+        for level, (f, mask) in enumerate(zip(levels, masks)):
+            cls, reg = self.rpn_head(level, f, mask)
             logits.append(cls.transpose(1, 2))
             offsets.append(reg.transpose(1, 2) * 2**level)
         return logits, offsets

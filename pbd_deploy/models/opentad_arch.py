@@ -181,6 +181,7 @@ def opentad_architecture(mapped: dict, kept: list[int], class_names, options, ra
         affine_drop_path=any(".drop_path_attn.scale" in k for k in mapped),
         drop_path=get(proj, "path_pdrop", 0.1),
         abs_pe=bool(get(proj, "use_abs_pe", False)),
+        masked=True,  # OpenTAD masks the padded points of a window (models/opentad.py)
     )
     name = options.model or f"opentad-vit-{dim}x{len(kept)}"
     return DetectorConfig(

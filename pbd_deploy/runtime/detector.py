@@ -29,6 +29,7 @@ from pbd_deploy.core.windows import (
     point_positions,
     points_to_seconds,
     sliding_windows,
+    valid_input,
 )
 from pbd_deploy.errors import PbdError
 from pbd_deploy.runtime.artifact import (
@@ -89,6 +90,9 @@ class Detector:
         if video_scores is not None:
             video_scores.check_detector(len(self.class_names))
         self.video_scores = video_scores
+        # OpenTAD's padding mask: the model takes each window's valid head points (model.json
+        # "valid_input"); files without it take frames or features only
+        self.masked = bool(self.manifest.get("valid_input"))
         self.backend = self._open_backend(providers, threads)
         self._check_io()
 
@@ -112,27 +116,35 @@ class Detector:
         expected = self.manifest["input"]
         fixed = [d for d in expected["shape"][1:] if isinstance(d, int)]
         actual = [d for d in self.backend.input_shape[1:] if isinstance(d, int) and d > 0]
-        if self.backend.input_name != expected["name"] or fixed != actual:
+        masked = getattr(self.backend, "valid_name", None) is not None
+        if self.backend.input_name != expected["name"] or fixed != actual or masked != self.masked:
             raise PbdError(
-                f"{self.path} has input {self.backend.input_name} {self.backend.input_shape}, "
-                f"but model.json says {expected['name']} {expected['shape']}: it comes from "
-                "another model; re-export it"
+                f"{self.path} has input {self.backend.input_name} {self.backend.input_shape}"
+                f"{' and valid' * masked}, but model.json says {expected['name']} "
+                f"{expected['shape']}{' and valid' * self.masked}: it comes from another model; "
+                "re-export it"
             )
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, x: np.ndarray, valid=None) -> tuple[np.ndarray, np.ndarray]:
         """Scores (B, N, K) and segments (B, N, 2) in head points for model inputs x (B, ...).
 
-        A static-batch model runs in chunks of its batch, the last one padded by repetition.
+        `valid`: (B,) head points of real input per window, which a masked model (OpenTAD's
+        padding mask) masks beyond; default every point. A static-batch model runs in chunks
+        of its batch, the last one padded by repetition.
         """
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if valid is None:
+            valid = np.full(len(x), self.spec.head_length)
+        valid = valid_input(valid)
         step = self.backend.static_batch or len(x)
         scores, segments = [], []
         for i in range(0, len(x), step):
-            part = x[i : i + step]
+            part, vpart = x[i : i + step], valid[i : i + step]
             n = len(part)
             if n < step:
                 part = np.concatenate([part, np.repeat(part[-1:], step - n, axis=0)])
-            sc, sg = self.backend.run(part)
+                vpart = np.concatenate([vpart, np.repeat(vpart[-1:], step - n)])
+            sc, sg = self.backend.run(part, vpart) if self.masked else self.backend.run(part)
             scores.append(sc[:n])
             segments.append(sg[:n])
         return np.concatenate(scores), np.concatenate(segments)
@@ -238,7 +250,7 @@ class Detector:
         windows = sliding_windows(data, self.spec)
         parts = []
         while batch := list(itertools.islice(windows, batch_size)):
-            scores, segments = self.predict(np.stack([w[1] for w in batch]))
+            scores, segments = self.predict(np.stack([w[1] for w in batch]), [w[2] for w in batch])
             for (start, _, valid), sc, sg in zip(batch, scores, segments):
                 to_sec = lambda p, s=start: points_to_seconds(p, s, fps, self.spec, duration)  # noqa: E731
                 parts.append(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pbd_deploy.core.windows import VALID_NAME
 from pbd_deploy.errors import PbdError
 from pbd_deploy.optional import require
 
@@ -78,7 +79,10 @@ class OrtBackend:
             reason = " ".join(str(exc).split())[:300]
             raise PbdError(f"onnxruntime cannot load {path}: {reason}") from None
         self.providers = self.session.get_providers()
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        # a masked model's second input: valid head points per window, int64 (B,)
+        self.valid_name = VALID_NAME if any(i.name == VALID_NAME for i in inputs) else None
+        inp = next(i for i in inputs if i.name != VALID_NAME)
         self.input_name = inp.name
         self.input_shape = list(inp.shape)  # ints, or names for dynamic axes
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -88,6 +92,14 @@ class OrtBackend:
         batch = self.input_shape[0]
         return batch if isinstance(batch, int) else None
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = dict(zip(self.output_names, self.session.run(None, {self.input_name: x})))
+    def run(self, x: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, segments) of a batch; `valid` (B,) int64 for a masked model."""
+        feed = {self.input_name: x}
+        if self.valid_name is not None:
+            if valid is None:
+                raise PbdError(
+                    "this model has a padding-mask input 'valid': pass valid head points"
+                )
+            feed[self.valid_name] = np.asarray(valid, dtype=np.int64)
+        out = dict(zip(self.output_names, self.session.run(None, feed)))
         return out["scores"], out["segments"]

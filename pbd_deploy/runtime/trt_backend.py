@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pbd_deploy.core.windows import point_positions
+from pbd_deploy.core.windows import VALID_NAME, point_positions, valid_input
 from pbd_deploy.errors import PbdError
 from pbd_deploy.optional import require
 from pbd_deploy.runtime.cuda import open_cuda
@@ -69,7 +69,10 @@ class TrtBackend:
             self.engine, self.context = engine, engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.input_name, self.output_names = inputs[0], [n for n in names if n not in inputs]
+        self.output_names = [n for n in names if n not in inputs]
+        # a masked model's second input: valid head points per window, int64 (B,)
+        self.valid_name = VALID_NAME if VALID_NAME in inputs else None
+        self.input_name = next(n for n in inputs if n != VALID_NAME)
         self.input_shape = list(engine.get_tensor_shape(self.input_name))  # -1: dynamic
         self.providers = ["TensorRT " + trt.__version__]
         self.use_cuda_graph = use_cuda_graph and self.cuda.begin_capture is not None
@@ -95,19 +98,26 @@ class TrtBackend:
     def static_batch(self) -> int | None:
         return self.input_shape[0] if self.input_shape[0] > 0 else None
 
+    def _set_shapes(self, shape: tuple[int, ...]) -> bool:
+        ok = self.context.set_input_shape(self.input_name, shape)
+        if ok and self.valid_name is not None:
+            ok = self.context.set_input_shape(self.valid_name, shape[:1])
+        return ok
+
     def _state(self, shape: tuple[int, ...]) -> _ShapeState:
         """This shape's buffers (allocated on first use), bound to the execution context."""
         state = self._states.get(shape)
         if state is None:
-            if not self.context.set_input_shape(self.input_name, shape):
+            if not self._set_shapes(shape):
                 raise PbdError(f"input shape {shape} is outside the engine's optimization profile")
             state = self._states[shape] = _ShapeState()
-            for name in (self.input_name, *self.output_names):
+            extra = [self.valid_name] if self.valid_name else []
+            for name in (self.input_name, *extra, *self.output_names):
                 dims = tuple(self.context.get_tensor_shape(name))
                 dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
                 host = self.cuda.host_empty(dims, dtype)
                 state.buffers[name] = (host, self.cuda.malloc(max(host.nbytes, 1)))
-        elif self._bound != shape and not self.context.set_input_shape(self.input_name, shape):
+        elif self._bound != shape and not self._set_shapes(shape):
             raise PbdError(f"input shape {shape} is outside the engine's optimization profile")
         if self._bound != shape:
             for name, (_, ptr) in state.buffers.items():
@@ -147,12 +157,24 @@ class TrtBackend:
             )
         state.graph = graph
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _put_valid(self, state: _ShapeState, valid) -> None:
+        """A masked engine's "valid" input (head points per window) to the device."""
+        if self.valid_name is None:
+            return
+        if valid is None:
+            raise PbdError("this engine has a padding-mask input 'valid': pass valid head points")
+        host, ptr = state.buffers[self.valid_name]
+        np.copyto(host, np.asarray(valid, dtype=np.int64))
+        self.cuda.to_device(ptr, host)
+
+    def run(self, x: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, segments) of a batch; `valid` (B,) int64 for a masked engine."""
         with self._lock, self.cuda.active():
             state = self._state(tuple(x.shape))
             host, ptr = state.buffers[self.input_name]
             np.copyto(host, x, casting="same_kind")
             self.cuda.to_device(ptr, host)
+            self._put_valid(state, valid)
             self._enqueue(state)
             for name in self.output_names:
                 out, out_ptr = state.buffers[name]
@@ -179,11 +201,14 @@ class TrtBackend:
         batch = self.static_batch or len(chunks)
         # a static batch's unused slots repeat the last window, as Detector.predict pads
         chunks = list(chunks) + [chunks[-1]] * (batch - len(chunks))
+        valid = [w[1] for w in windows]
+        valid = valid_input(valid + [valid[-1]] * (batch - len(valid)))
         with self._lock, self.cuda.active():
             state = self._state((batch, 3, spec.window, spec.crop, spec.crop))
             host, ptr = state.buffers[self.input_name]
             for slot, chunk in enumerate(chunks):
                 self.kernels.preprocess(chunk, spec.window, ptr, host.dtype, slot, spec)
+            self._put_valid(state, valid)
             self._enqueue(state)
             shape = state.buffers["scores"][0].shape  # (B, N, K)
             parts = self.kernels.decode_topk(

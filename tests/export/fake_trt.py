@@ -25,8 +25,8 @@ DLA: 11.0 to 11.3 have no DLA (docs.nvidia.com/deeplearning/tensorrt/11.3.0/
 inference-library/work-with-dla.html), so the stand-in of those versions has no DLA cores.
 
 The serialized "engine" is the JSON of the recorded builder calls; running it computes a
-simple function of the input (per batch item: mean + position), so stale or mixed-up
-outputs show.
+simple function of the input (per batch item: mean + position, plus the item's "valid"
+for a masked model's second input), so stale or mixed-up outputs show.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def fake_trt(
         "ProfilingVerbosity", {"LAYER_NAMES_ONLY": 0, "NONE": 1, "DETAILED": 2}
     )
     LayerInformationFormat = _enum("LayerInformationFormat", {"ONELINE": 0, "JSON": 1})  # noqa: N806
-    DataType = _enum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3})  # noqa: N806
+    # NvInferRuntimeBase.h `enum class DataType` (10.x / 11.x): kINT64 = 8
+    DataType = _enum("DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3, "INT64": 8})  # noqa: N806
     if num_dla_cores is None:
         num_dla_cores = 2 if major == 10 else 0
     header = f"trt{version}|{cache_tag}|".encode()
@@ -101,8 +102,8 @@ def fake_trt(
             calls["flags"].append(BuilderFlag(flag).name)
 
         def add_optimization_profile(self, profile):
-            calls["profiles"].append(profile.shapes)
-            return len(calls["profiles"]) - 1
+            calls["profiles"] += profile.inputs  # one entry per input of the profile
+            return 0
 
         def create_timing_cache(self, data):
             calls["cache_in"] = bytes(data)
@@ -119,8 +120,11 @@ def fake_trt(
             return self.cache
 
     class Profile:
+        def __init__(self):
+            self.inputs = []
+
         def set_shape(self, name, lo, opt, hi):
-            self.shapes = {"input": name, "min": list(lo), "opt": list(opt), "max": list(hi)}
+            self.inputs.append({"input": name, "min": list(lo), "opt": list(opt), "max": list(hi)})
 
     class Builder:
         def __init__(self, logger):
@@ -170,6 +174,8 @@ def fake_trt(
             self.network.io = {
                 "inputs": {i.name: dims(i) for i in model.graph.input},
                 "outputs": {o.name: dims(o) for o in model.graph.output},
+                # ONNX TensorProto.INT64 = 7: a masked model's "valid" input
+                "int64": [i.name for i in model.graph.input if i.type.tensor_type.elem_type == 7],
             }
             return True
 
@@ -209,7 +215,7 @@ def fake_trt(
             return list(self.shapes[name])
 
         def get_tensor_dtype(self, name):
-            return DataType.FLOAT
+            return DataType.INT64 if name in self.record["io"].get("int64", []) else DataType.FLOAT
 
         def create_execution_context(self):
             return Context(self)
@@ -226,7 +232,7 @@ def fake_trt(
             self.engine, self.shapes, self.addresses = engine, {}, {}
 
         def set_input_shape(self, name, shape):
-            prof = (self.engine.record["profiles"] or [None])[0]
+            prof = {p["input"]: p for p in self.engine.record["profiles"]}.get(name)
             fixed = self.engine.shapes[name]
             if prof is not None:
                 ok = all(lo <= s <= hi for lo, s, hi in zip(prof["min"], shape, prof["max"]))
@@ -251,7 +257,7 @@ def fake_trt(
                 Context.fail_next = False
                 return False
             cuda = Cuda.by_stream[stream_handle]
-            (name,) = self.engine.inputs
+            name, *more = self.engine.inputs  # the model input, then a masked model's "valid"
             addresses = dict(self.addresses)  # what the enqueue (and a captured graph) uses
             shapes = {n: self.get_tensor_shape(n) for n in self.engine.shapes}
 
@@ -259,8 +265,10 @@ def fake_trt(
                 x = cuda.mem[addresses[name]].view(np.float32)[: int(np.prod(shapes[name]))]
                 x = x.reshape(shapes[name])
                 level = x.reshape(len(x), -1).mean(1)
+                for extra in more:  # valid head points (int64): added, so a wrong feed shows
+                    level = level + cuda.mem[addresses[extra]].view(np.int64)[: len(x)]
                 for out, shape in shapes.items():
-                    if out == name:
+                    if out in self.engine.inputs:
                         continue
                     pos = np.arange(int(np.prod(shape[1:])), dtype=np.float32).reshape(shape[1:])
                     y = level.reshape(-1, *[1] * (len(shape) - 1)) + pos
@@ -280,7 +288,9 @@ def fake_trt(
                 return None
 
     def nptype(dtype):
-        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[dtype]
+        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT64: np.int64}[
+            dtype
+        ]
 
     logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
     return SimpleNamespace(

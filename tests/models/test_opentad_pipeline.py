@@ -62,9 +62,11 @@ def test_converted_adatad_drops_a_block_with_its_adapter_and_exports(synth_data,
 
     session = ort.InferenceSession(str(tmp_path / "deploy" / "model.onnx"))
     x = torch.randn(1, 3, 64, 32, 32, generator=torch.Generator().manual_seed(0))
+    valid = torch.tensor([40])  # converted: OpenTAD's padding mask, a window of 40 real points
+    assert [i.name for i in session.get_inputs()] == ["frames", "valid"]
     with torch.no_grad():
-        probs, segments = small.predict(x)
-    outputs = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        probs, segments = small.predict(x, valid)
+    outputs = session.run(None, {"frames": x.numpy(), "valid": valid.numpy()})
     by_name = dict(zip([o.name for o in session.get_outputs()], outputs))
     assert np.abs(by_name["scores"] - probs.numpy()).max() <= 1e-4
     assert np.abs(by_name["segments"] - segments.numpy()).max() <= 1e-4

@@ -92,7 +92,7 @@ def test_torch_eval_and_onnx_runtime_plan_the_same_windows_and_detections(
     runtime = Runtime(converted / "deploy" / "model.onnx", providers=["CPUExecutionProvider"])
     ran = []
     predict = runtime.predict
-    monkeypatch.setattr(runtime, "predict", lambda x: ran.append(x.copy()) or predict(x))
+    monkeypatch.setattr(runtime, "predict", lambda x, v=None: ran.append(x.copy()) or predict(x, v))
     ours, theirs = {}, {}
     for video in ds.split("test"):
         path = ds.root / "videos" / f"{video.video_id}.mp4"
