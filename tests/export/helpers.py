@@ -47,3 +47,25 @@ def fake_dynamic_engine(tmp_path_factory, data: Path, out: Path, trt, device) ->
                           timing_cache=str(out / "t.cache"))  # fmt: skip
     build_engine(out / "model.onnx", out / "model.engine", config, trt, device)
     return out / "model.engine"
+
+
+def runtime_and_torch(root: Path, data: Path, split: str = "test"):
+    """Every `split` video of `data` detected twice: by root/deploy/model.onnx through the
+    torch-free runtime and by root/model through eval's torch path (the model's own
+    post-processing). Returns (runtime's, torch's, the dataset, their `match_predictions`)."""
+    from pbd_deploy.core.compare import match_predictions
+    from pbd_deploy.data.dataset import TadDataset
+    from pbd_deploy.eval.inference import detect_video
+    from pbd_deploy.models.io import load_model
+    from pbd_deploy.runtime import Detector as Runtime
+
+    model = load_model(root / "model")
+    ds = TadDataset(data, model.config)
+    runtime = Runtime(root / "deploy" / "model.onnx", providers=["CPUExecutionProvider"])
+    ours, theirs = {}, {}
+    for video in ds.split(split):
+        path = ds.root / "videos" / f"{video.video_id}.mp4"
+        ours[video.video_id] = [d.to_dict() for d in runtime.detect(path, duration=video.duration)]
+        theirs[video.video_id] = detect_video(model, ds, video)
+    match = match_predictions(ours, theirs, max_detections=runtime.postprocess.max_detections)
+    return ours, theirs, ds, match

@@ -24,13 +24,13 @@ from pbd_deploy.core.postprocessors import (
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
 from pbd_deploy.eval.evaluate import evaluate_path
-from pbd_deploy.eval.inference import detect_video
 from pbd_deploy.export import ExportConfig, export_model
 from pbd_deploy.models.convert import ConvertConfig, convert_model_dir
 from pbd_deploy.models.detector import DetectorConfig
 from pbd_deploy.models.io import load_model
 from pbd_deploy.runtime import Detector as Runtime
 from tests.conftest import tiny_config
+from tests.export.helpers import runtime_and_torch
 from tests.models.test_opentad_fixtures import FIXTURES
 
 FUSION = json.loads((FIXTURES / "fusion.json").read_text())
@@ -119,18 +119,11 @@ def test_anet_config_sections_and_their_absence(tmp_path, synth_data):
 
 
 def test_onnx_runtime_equals_torch_eval_with_opentad_post(converted, synth_data):
-    model = load_model(converted / "model")
-    ds = TadDataset(synth_data, model.config)
-    runtime = Runtime(converted / "deploy" / "model.onnx", providers=["CPUExecutionProvider"])
-    ours, theirs = {}, {}
+    _, theirs, ds, match = runtime_and_torch(converted, synth_data)
     for video in ds.split("test"):
-        path = ds.root / "videos" / f"{video.video_id}.mp4"
         assert len(list(ds.sliding_windows(video))) >= 2  # the cross-window Soft-NMS runs
-        ours[video.video_id] = [d.to_dict() for d in runtime.detect(path, duration=video.duration)]
-        theirs[video.video_id] = detect_video(model, ds, video)  # the model's post-processing
         segs = np.array([d["segment"] for d in theirs[video.video_id]])
         assert len(segs) > 10 and np.allclose(segs * 100, np.round(segs * 100))  # OpenTAD rounds
-    match = match_predictions(ours, theirs, max_detections=runtime.postprocess.max_detections)
     assert match.same, match.problems[:5]
 
 

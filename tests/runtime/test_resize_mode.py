@@ -8,16 +8,15 @@ import pytest
 import torch
 
 from pbd_deploy.core.annotations import load_annotations
-from pbd_deploy.core.compare import match_predictions
 from pbd_deploy.core.video import decode_video, resize_indices
 from pbd_deploy.data.dataset import TadDataset
 from pbd_deploy.errors import PbdError
-from pbd_deploy.eval.inference import detect_video
 from pbd_deploy.export import ExportConfig, export_model
 from pbd_deploy.models.detector import Detector, DetectorConfig, InputConfig
 from pbd_deploy.models.io import load_model, save_model
 from pbd_deploy.runtime import Detector as Runtime
 from tests.conftest import tiny_config
+from tests.export.helpers import runtime_and_torch
 
 WINDOW = 32  # the synthetic videos have 80..120 frames: each is picked down to 32
 
@@ -67,19 +66,12 @@ def test_each_video_is_one_window_of_the_picked_frames(exported, synth_data):
 
 
 def test_torch_eval_and_onnx_runtime_give_the_same_detections(exported, synth_data):
-    model = load_model(exported / "model")
-    ds = TadDataset(synth_data, model.config)
-    runtime = Runtime(exported / "deploy" / "model.onnx", providers=["CPUExecutionProvider"])
-    ours, theirs = {}, {}
+    ours, theirs, ds, match = runtime_and_torch(exported, synth_data)
     for video in ds.split("test"):
-        path = ds.root / "videos" / f"{video.video_id}.mp4"
-        ours[video.video_id] = [d.to_dict() for d in runtime.detect(path, duration=video.duration)]
-        theirs[video.video_id] = detect_video(model, ds, video, runtime.postprocess)
         assert ours[video.video_id]
         # OpenTAD's map: no detection outside the video, and starts reach its beginning
         segs = np.array([d["segment"] for d in theirs[video.video_id]])
         assert segs.min() >= 0 and segs.max() <= video.duration
-    match = match_predictions(ours, theirs, max_detections=runtime.postprocess.max_detections)
     assert match.same, match.problems[:5]
 
 
@@ -137,14 +129,9 @@ def test_converted_anet_model_with_opentads_post_processing(tmp_path, synth_data
     export_model(tmp_path / "model", tmp_path / "deploy", ExportConfig())
     model = load_model(tmp_path / "model")
     assert model.config.input.sampling == "resize" and not model.config.post.sliding_window
-    ds = TadDataset(synth_data, model.config)
-    runtime = Runtime(tmp_path / "deploy" / "model.onnx", providers=["CPUExecutionProvider"])
-    ours, theirs = {}, {}
+    assert model.config.post.max_detections == 100
+    _, theirs, ds, match = runtime_and_torch(tmp_path, synth_data)
     for video in ds.split("test"):
-        path = ds.root / "videos" / f"{video.video_id}.mp4"
-        ours[video.video_id] = [d.to_dict() for d in runtime.detect(path, duration=video.duration)]
-        theirs[video.video_id] = detect_video(model, ds, video)  # the model's post-processing
         segs = np.array([d["segment"] for d in theirs[video.video_id]])
         assert 10 < len(segs) <= 100 and segs.min() >= 0 and segs.max() <= video.duration
-    match = match_predictions(ours, theirs, max_detections=100)
     assert match.same, match.problems[:5]
